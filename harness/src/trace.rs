@@ -1,0 +1,128 @@
+//! The run trace: every datagram the simulation saw, in the order it saw
+//! them, with every decision the network took. Checks, captures and reports
+//! are all computed from this one record.
+
+use std::io;
+use std::net::{Ipv4Addr, SocketAddrV4};
+
+use serde::Serialize;
+use streamlab::time::SimTime;
+use streamlab_impair::{CopyIndex, Corruption, PacketId, Verdict};
+
+/// A simulated host as captures and reports name it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct HostInfo {
+    /// The scenario's host name (also the capture interface name).
+    pub name: String,
+    /// Its simulated IPv4 address.
+    pub addr: Ipv4Addr,
+}
+
+/// Who produced a datagram.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum Origin {
+    /// The protocol code on the sending host.
+    Application,
+    /// A scenario `inject` entry (raw bytes, a structured frame, a flood).
+    Injected {
+        /// Which entry, e.g. `inject[2]`.
+        rule: String,
+    },
+}
+
+/// One record of the trace.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+#[serde(tag = "event", rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum TraceEvent {
+    /// A datagram left a socket on `src` and was offered to the link
+    /// direction towards `dst`. `bytes` are exactly what the sender sent.
+    Sent {
+        /// Send time.
+        at: SimTime,
+        /// Trace-wide id of the datagram.
+        packet: PacketId,
+        /// Sender's address.
+        src: SocketAddrV4,
+        /// Destination address.
+        dst: SocketAddrV4,
+        /// The datagram as sent.
+        #[serde(with = "hex_bytes")]
+        bytes: Vec<u8>,
+        /// Who sent it.
+        origin: Origin,
+        /// Scenario rules that acted on it before it entered the link, in
+        /// order (rewrites, rule drops and duplicates), each naming its rule.
+        notes: Vec<String>,
+        /// What the link decided for each copy.
+        verdict: Verdict,
+    },
+    /// One copy reached the receiving host at `at`. `bytes` are as they
+    /// arrived (after rewrites and corruption).
+    Arrived {
+        /// Arrival time.
+        at: SimTime,
+        /// The datagram's id.
+        packet: PacketId,
+        /// Which copy (0 = original).
+        copy: CopyIndex,
+        /// Sender's address.
+        src: SocketAddrV4,
+        /// Receiver's address.
+        dst: SocketAddrV4,
+        /// The bytes as they arrived.
+        #[serde(with = "hex_bytes")]
+        bytes: Vec<u8>,
+        /// The bit flip this copy carries, if any.
+        corruption: Option<Corruption>,
+        /// Whether the receiving host handed it to the application (`false`
+        /// when the UDP checksum caught a corruption).
+        delivered_to_app: bool,
+    },
+    /// A copy the link had scheduled for delivery was lost afterwards (a
+    /// partition cut it in flight, the receiving host was down).
+    Lost {
+        /// When it was lost.
+        at: SimTime,
+        /// The datagram's id.
+        packet: PacketId,
+        /// Which copy.
+        copy: CopyIndex,
+        /// Why, e.g. `partition client->server`.
+        cause: String,
+    },
+}
+
+impl TraceEvent {
+    /// The time of the event.
+    pub fn at(&self) -> SimTime {
+        match self {
+            TraceEvent::Sent { at, .. } | TraceEvent::Arrived { at, .. } | TraceEvent::Lost { at, .. } => *at,
+        }
+    }
+}
+
+/// Something that consumes the trace as the run produces it (a capture
+/// writer, a hasher, an in-memory recorder). Events arrive in time order.
+pub trait TraceSink {
+    /// Consume one event.
+    ///
+    /// # Errors
+    /// I/O errors of the underlying writer.
+    fn record(&mut self, event: &TraceEvent) -> io::Result<()>;
+
+    /// The run is over (completed, failed or cut short): flush everything,
+    /// leaving a valid file behind.
+    ///
+    /// # Errors
+    /// I/O errors of the underlying writer.
+    fn finish(&mut self) -> io::Result<()>;
+}
+
+mod hex_bytes {
+    pub(super) fn serialize<S: serde::Serializer>(bytes: &[u8], s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&hex::encode(bytes))
+    }
+}
