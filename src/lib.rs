@@ -14,4 +14,5 @@
 //!   the simulator), with no protocol logic of its own.
 
 pub mod machine;
+pub mod seed;
 pub mod time;
