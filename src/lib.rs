@@ -13,6 +13,8 @@
 //!   datagram socket (tokio's for the real `mediastream` binary, turmoil's in
 //!   the simulator), with no protocol logic of its own.
 
+#[cfg(feature = "runtime")]
+pub mod driver;
 pub mod machine;
 pub mod seed;
 pub mod time;
