@@ -1,0 +1,333 @@
+//! The `streamlab` command line.
+//!
+//! Exit codes: 0 every scenario passed; 1 a check failed; 2 bad input
+//! (unreadable or invalid scenario or link file, bad arguments).
+
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::{Parser, Subcommand, ValueEnum};
+
+use crate::capture::CaptureFormat;
+use crate::report::{InputFailure, RunReport, Verdict, junit};
+use crate::runner::{RunOptions, run};
+use crate::scenario::{Loaded, Scenario, load};
+
+/// Runs protocol scenarios in a simulated, impaired network.
+#[derive(Debug, Parser)]
+#[command(name = "streamlab", version, about)]
+pub struct Cli {
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Capture file formats.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum FormatArg {
+    /// pcapng: both copies of every datagram, annotated (default).
+    Pcapng,
+    /// Classic pcap: the receivers' view only, for older tools.
+    Pcap,
+}
+
+/// The subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run scenario files (or every *.json in the given directories).
+    Run {
+        /// Scenario files or directories.
+        #[arg(required = true)]
+        paths: Vec<PathBuf>,
+        /// Replace every scenario's seed (replays a reported run exactly).
+        #[arg(long)]
+        seed: Option<u64>,
+        /// Where captures go.
+        #[arg(long, default_value = "captures")]
+        captures: PathBuf,
+        /// Write no captures.
+        #[arg(long)]
+        no_capture: bool,
+        /// Capture format.
+        #[arg(long, value_enum, default_value_t = FormatArg::Pcapng)]
+        capture_format: FormatArg,
+        /// Where reports go (one JSON per run plus junit.xml).
+        #[arg(long, default_value = "reports")]
+        reports: PathBuf,
+        /// Scenarios run at once (default: the number of CPUs).
+        #[arg(long)]
+        jobs: Option<usize>,
+        /// Wall-clock bound per run, seconds.
+        #[arg(long, default_value_t = 120)]
+        watchdog_secs: u64,
+    },
+    /// Check scenario files without running them.
+    Validate {
+        /// Scenario files or directories.
+        #[arg(required = true)]
+        paths: Vec<PathBuf>,
+    },
+    /// List the scenarios in files or directories (default: scenarios/).
+    List {
+        /// Scenario files or directories.
+        paths: Vec<PathBuf>,
+    },
+    /// Print the JSON Schema of scenario files.
+    Schema,
+    /// Push synthetic datagrams through one link direction and print the
+    /// realized statistics as one JSON object.
+    LinkStats {
+        /// The link JSON (the object a scenario uses for one direction), or `-` for stdin.
+        link: String,
+        /// Datagrams to send.
+        #[arg(long, default_value_t = 100_000)]
+        packets: u64,
+        /// Seed.
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+        /// Gap between datagrams, µs.
+        #[arg(long, default_value_t = 1000)]
+        interval_us: u64,
+        /// Datagram (UDP payload) size, bytes.
+        #[arg(long, default_value_t = 1200)]
+        size: usize,
+    },
+}
+
+/// Every scenario file under `paths`, directories expanded (sorted, `*.json`).
+///
+/// # Errors
+/// A path that does not exist or cannot be listed.
+pub fn expand(paths: &[PathBuf]) -> Result<Vec<PathBuf>, String> {
+    let mut out = Vec::new();
+    for p in paths {
+        if p.is_dir() {
+            let mut files: Vec<PathBuf> = std::fs::read_dir(p)
+                .map_err(|e| format!("{}: cannot list: {e}", p.display()))?
+                .filter_map(|e| e.ok().map(|e| e.path()))
+                .filter(|f| f.extension().is_some_and(|x| x == "json") && f.is_file())
+                .collect();
+            files.sort();
+            out.extend(files);
+        } else if p.is_file() {
+            out.push(p.clone());
+        } else {
+            return Err(format!("{}: no such file or directory", p.display()));
+        }
+    }
+    Ok(out)
+}
+
+/// Run the CLI.
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Run {
+            paths,
+            seed,
+            captures,
+            no_capture,
+            capture_format,
+            reports,
+            jobs,
+            watchdog_secs,
+        } => {
+            let opts = RunOptions {
+                seed,
+                captures: (!no_capture).then_some(captures),
+                capture_format: match capture_format {
+                    FormatArg::Pcapng => CaptureFormat::PcapNg,
+                    FormatArg::Pcap => CaptureFormat::Pcap,
+                },
+                watchdog: Duration::from_secs(watchdog_secs),
+            };
+            cmd_run(&paths, &opts, &reports, jobs)
+        }
+        Command::Validate { paths } => cmd_validate(&paths),
+        Command::List { paths } => cmd_list(&paths),
+        Command::Schema => {
+            let schema = schemars::schema_for!(Scenario);
+            println!("{}", serde_json::to_string_pretty(&schema).unwrap_or_default());
+            ExitCode::SUCCESS
+        }
+        Command::LinkStats {
+            link,
+            packets,
+            seed,
+            interval_us,
+            size,
+        } => cmd_link_stats(&link, packets, seed, interval_us, size),
+    }
+}
+
+fn load_all(paths: &[PathBuf]) -> Result<(Vec<(PathBuf, Loaded)>, Vec<InputFailure>), String> {
+    let files = expand(paths)?;
+    let mut ok = Vec::new();
+    let mut bad = Vec::new();
+    for f in files {
+        match load(&f) {
+            Ok(l) => ok.push((f, l)),
+            Err(errs) => bad.push(InputFailure {
+                file: f.display().to_string(),
+                errors: errs.iter().map(|e| e.to_string()).collect(),
+            }),
+        }
+    }
+    Ok((ok, bad))
+}
+
+fn cmd_run(paths: &[PathBuf], opts: &RunOptions, reports_dir: &Path, jobs: Option<usize>) -> ExitCode {
+    let (loaded, bad) = match load_all(paths) {
+        Ok(x) => x,
+        Err(e) => {
+            eprintln!("streamlab: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    for b in &bad {
+        for e in &b.errors {
+            eprintln!("error: {e}");
+        }
+    }
+    let jobs = jobs
+        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
+        .clamp(1, 64);
+    let reports = run_many(&loaded, opts, jobs, |r| {
+        let status = match r.verdict {
+            Verdict::Pass => "PASS",
+            Verdict::Fail => "FAIL",
+        };
+        println!(
+            "{status} {:<40} seed {:<20} sim {:>8.1} ms  wall {:>8.1} ms",
+            r.scenario, r.seed, r.simulation.ended_at_ms, r.wall_clock.run_ms
+        );
+        if r.verdict == Verdict::Fail {
+            print!("{}", r.failure_text());
+        }
+    });
+    let mut io_failed = false;
+    for r in &reports {
+        if let Err(e) = r.write(reports_dir) {
+            eprintln!("streamlab: cannot write report for {}: {e}", r.scenario);
+            io_failed = true;
+        }
+    }
+    if let Err(e) = std::fs::create_dir_all(reports_dir).and_then(|()| std::fs::write(reports_dir.join("junit.xml"), junit(&reports, &bad))) {
+        eprintln!("streamlab: cannot write junit.xml: {e}");
+        io_failed = true;
+    }
+    let failed = reports.iter().filter(|r| r.verdict == Verdict::Fail).count();
+    println!(
+        "{} passed, {} failed{}",
+        reports.len() - failed,
+        failed,
+        if bad.is_empty() { String::new() } else { format!(", {} invalid", bad.len()) }
+    );
+    if !bad.is_empty() || io_failed {
+        ExitCode::from(2)
+    } else if failed > 0 {
+        ExitCode::from(1)
+    } else {
+        ExitCode::SUCCESS
+    }
+}
+
+/// Run scenarios on `jobs` threads; reports come back in input order.
+pub fn run_many(loaded: &[(PathBuf, Loaded)], opts: &RunOptions, jobs: usize, mut on_done: impl FnMut(&RunReport)) -> Vec<RunReport> {
+    let next = std::sync::atomic::AtomicUsize::new(0);
+    let (tx, rx) = std::sync::mpsc::channel();
+    let mut slots: Vec<Option<RunReport>> = (0..loaded.len()).map(|_| None).collect();
+    std::thread::scope(|s| {
+        for _ in 0..jobs.min(loaded.len().max(1)) {
+            let tx = tx.clone();
+            let next = &next;
+            s.spawn(move || {
+                loop {
+                    let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    let Some((path, l)) = loaded.get(i) else { break };
+                    let out = run(l, opts);
+                    let report = RunReport::new(l, &path.display().to_string(), out);
+                    if tx.send((i, report)).is_err() {
+                        break;
+                    }
+                }
+            });
+        }
+        drop(tx);
+        for (i, r) in rx {
+            on_done(&r);
+            slots[i] = Some(r);
+        }
+    });
+    slots.into_iter().flatten().collect()
+}
+
+fn cmd_validate(paths: &[PathBuf]) -> ExitCode {
+    let (ok, bad) = match load_all(paths) {
+        Ok(x) => x,
+        Err(e) => {
+            eprintln!("streamlab: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    for (f, l) in &ok {
+        println!("ok {} ({}, id {})", f.display(), l.scenario.name, &l.id[..12]);
+    }
+    for b in &bad {
+        for e in &b.errors {
+            eprintln!("error: {e}");
+        }
+    }
+    if bad.is_empty() { ExitCode::SUCCESS } else { ExitCode::from(2) }
+}
+
+fn cmd_list(paths: &[PathBuf]) -> ExitCode {
+    let default = [PathBuf::from("scenarios")];
+    let paths = if paths.is_empty() { &default[..] } else { paths };
+    let (ok, bad) = match load_all(paths) {
+        Ok(x) => x,
+        Err(e) => {
+            eprintln!("streamlab: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    for (f, l) in &ok {
+        let first_line = l.scenario.description.lines().next().unwrap_or("");
+        println!("{:<40} {:<12} {}  ({})", l.scenario.name, &l.id[..12], first_line, f.display());
+    }
+    for b in &bad {
+        eprintln!("invalid: {} ({} error(s); run `streamlab validate` for details)", b.file, b.errors.len());
+    }
+    if bad.is_empty() { ExitCode::SUCCESS } else { ExitCode::from(2) }
+}
+
+fn cmd_link_stats(link: &str, packets: u64, seed: u64, interval_us: u64, size: usize) -> ExitCode {
+    let text = if link == "-" {
+        let mut s = String::new();
+        if let Err(e) = std::io::stdin().read_to_string(&mut s) {
+            eprintln!("streamlab: reading stdin: {e}");
+            return ExitCode::from(2);
+        }
+        s
+    } else {
+        match std::fs::read_to_string(link) {
+            Ok(s) => s,
+            Err(e) => {
+                eprintln!("streamlab: {link}: {e}");
+                return ExitCode::from(2);
+            }
+        }
+    };
+    match crate::linkstats::link_stats_json(&text, link, packets, seed, interval_us, size) {
+        Ok(json) => {
+            println!("{json}");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("{e}");
+            ExitCode::from(2)
+        }
+    }
+}

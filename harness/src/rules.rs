@@ -1,0 +1,228 @@
+//! Scenario rewrite rules: protocol-aware faults applied to matching
+//! datagrams on a link direction, before the link's impairments.
+
+use streamlab::time::SimTime;
+
+use crate::scenario::{FrameKind, RewriteRule, RuleAction, parse_hex};
+
+/// Byte offsets of the fields rules can set (docs/protocol.md §2).
+mod field {
+    use std::ops::Range;
+    pub(super) const TYPE: usize = 0;
+    pub(super) const VERSION: usize = 1;
+    pub(super) const FLAGS: Range<usize> = 2..4;
+    pub(super) const STREAM_ID: Range<usize> = 4..12;
+    pub(super) const SEQUENCE: Range<usize> = 12..16;
+}
+
+/// What the rules did to one datagram.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub(crate) struct Applied {
+    /// The bytes after rewriting, if any rule changed them.
+    pub(crate) bytes: Option<Vec<u8>>,
+    /// The rule that dropped it, if one did.
+    pub(crate) dropped_by: Option<String>,
+    /// One entry (the rule's name) per extra copy a rule asked for.
+    pub(crate) duplicates: Vec<String>,
+    /// What happened, one line per rule that acted.
+    pub(crate) notes: Vec<String>,
+}
+
+struct Compiled {
+    rule: RewriteRule,
+    label: String,
+    from: usize,
+    to: usize,
+    overwrite: Vec<u8>,
+    matched: u64,
+}
+
+/// The rules of a scenario with their match counters.
+pub(crate) struct RuleSet {
+    rules: Vec<Compiled>,
+}
+
+impl RuleSet {
+    /// `host` resolves host names to indices (validated beforehand).
+    pub(crate) fn new(rules: &[RewriteRule], host: impl Fn(&str) -> Option<usize>) -> Self {
+        let rules = rules
+            .iter()
+            .enumerate()
+            .filter_map(|(i, r)| {
+                Some(Compiled {
+                    label: format!("inject.rules[{i}]"),
+                    from: host(&r.from)?,
+                    to: host(&r.to)?,
+                    overwrite: match &r.action {
+                        RuleAction::Overwrite(o) => parse_hex(&o.hex).ok()?,
+                        _ => Vec::new(),
+                    },
+                    rule: r.clone(),
+                    matched: 0,
+                })
+            })
+            .collect();
+        RuleSet { rules }
+    }
+
+    /// Apply every rule for `from → to` to `bytes`, in order.
+    pub(crate) fn apply(&mut self, now: SimTime, from: usize, to: usize, bytes: &[u8]) -> Applied {
+        let mut out = Applied::default();
+        let mut cur: Option<Vec<u8>> = None;
+        for c in &mut self.rules {
+            if c.from != from || c.to != to {
+                continue;
+            }
+            let data = cur.as_deref().unwrap_or(bytes);
+            let m = &c.rule.matching;
+            if let Some(kind) = m.frame_type {
+                if data.first().copied() != Some(kind.type_byte()) {
+                    continue;
+                }
+            }
+            let ms = now.as_millis();
+            if m.from_ms.is_some_and(|f| ms < f) || m.until_ms.is_some_and(|u| ms >= u) {
+                continue;
+            }
+            c.matched += 1;
+            if let Some(nth) = m.nth {
+                let count = m.count.unwrap_or(1);
+                if c.matched < nth || c.matched >= nth.saturating_add(count) {
+                    continue;
+                }
+            }
+            let what = describe_match(m.frame_type, c.matched);
+            let mut b = data.to_vec();
+            let note = match &c.rule.action {
+                RuleAction::SetStreamId(v) => set_field(&mut b, field::STREAM_ID, &v.to_be_bytes(), "stream_id"),
+                RuleAction::SetVersion(v) => set_field(&mut b, field::VERSION..field::VERSION + 1, &[*v], "version"),
+                RuleAction::SetFlags(v) => set_field(&mut b, field::FLAGS, &v.to_be_bytes(), "flags"),
+                RuleAction::SetType(v) => set_field(&mut b, field::TYPE..field::TYPE + 1, &[*v], "type"),
+                RuleAction::SetSequence(v) => set_field(&mut b, field::SEQUENCE, &v.to_be_bytes(), "sequence"),
+                RuleAction::Truncate(n) => {
+                    let old = b.len();
+                    b.truncate(*n);
+                    format!("truncated {old} → {} bytes", b.len())
+                }
+                RuleAction::Overwrite(o) => {
+                    let end = o.offset + c.overwrite.len();
+                    if b.len() < end {
+                        b.resize(end, 0);
+                    }
+                    let old = hex::encode(&data.get(o.offset..end.min(data.len())).unwrap_or_default());
+                    b[o.offset..end].copy_from_slice(&c.overwrite);
+                    format!("overwrote bytes {}..{end}: {old} → {}", o.offset, hex::encode(&c.overwrite))
+                }
+                RuleAction::Drop => {
+                    out.dropped_by = Some(c.label.clone());
+                    out.notes.push(format!("rule {}: dropped {what}", c.label));
+                    break;
+                }
+                RuleAction::Duplicate(n) => {
+                    out.duplicates.extend((0..*n).map(|_| c.label.clone()));
+                    out.notes.push(format!("rule {}: {n} extra copies of {what}", c.label));
+                    continue;
+                }
+            };
+            out.notes.push(format!("rule {}: {what}: {note}", c.label));
+            cur = Some(b);
+        }
+        out.bytes = cur;
+        out
+    }
+}
+
+fn describe_match(kind: Option<FrameKind>, n: u64) -> String {
+    match kind {
+        Some(k) => format!("{k} #{n}"),
+        None => format!("datagram #{n}"),
+    }
+}
+
+/// Overwrite a field in place; a datagram too short for it is left alone
+/// (and the note says so).
+fn set_field(b: &mut [u8], range: std::ops::Range<usize>, value: &[u8], name: &str) -> String {
+    match b.get_mut(range.clone()) {
+        Some(slot) => {
+            let old = hex::encode(&*slot);
+            slot.copy_from_slice(value);
+            format!("set {name} 0x{old} → 0x{}", hex::encode(value))
+        }
+        None => format!("datagram of {} bytes has no {name} field (bytes {}..{}); unchanged", b.len(), range.start, range.end),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::scenario::{FrameMatch, Overwrite};
+
+    fn rule(kind: Option<FrameKind>, nth: Option<u64>, action: RuleAction) -> RewriteRule {
+        RewriteRule {
+            from: "server".into(),
+            to: "client".into(),
+            matching: FrameMatch {
+                frame_type: kind,
+                nth,
+                ..FrameMatch::default()
+            },
+            action,
+        }
+    }
+
+    fn set(rules: Vec<RewriteRule>) -> RuleSet {
+        RuleSet::new(&rules, |n| match n {
+            "client" => Some(1),
+            "server" => Some(0),
+            _ => None,
+        })
+    }
+
+    fn start_ack(sid: u64) -> Vec<u8> {
+        let mut b = vec![2, 1, 0, 0];
+        b.extend_from_slice(&sid.to_be_bytes());
+        b.extend_from_slice(&[0, 0]);
+        b
+    }
+
+    #[test]
+    fn sets_stream_id_only_on_the_nth_match_of_its_direction() {
+        let mut rs = set(vec![rule(Some(FrameKind::StartAck), Some(2), RuleAction::SetStreamId(0xdead))]);
+        let t = SimTime::ZERO;
+        // Other direction: not counted.
+        assert_eq!(rs.apply(t, 1, 0, &start_ack(7)), Applied::default());
+        // First START_ACK: counted, not acted on.
+        assert_eq!(rs.apply(t, 0, 1, &start_ack(7)).bytes, None);
+        // DATA: not a match.
+        assert_eq!(rs.apply(t, 0, 1, &[16, 1, 0, 0]).bytes, None);
+        let second = rs.apply(t, 0, 1, &start_ack(7));
+        assert_eq!(second.bytes, Some(start_ack(0xdead)));
+        assert_eq!(second.notes, vec!["rule inject.rules[0]: START_ACK #2: set stream_id 0x0000000000000007 → 0x000000000000dead"]);
+        // Third: past the window.
+        assert_eq!(rs.apply(t, 0, 1, &start_ack(7)).bytes, None);
+    }
+
+    #[test]
+    fn truncate_overwrite_drop_and_duplicate() {
+        let mut rs = set(vec![
+            rule(None, None, RuleAction::Truncate(3)),
+            rule(None, None, RuleAction::Overwrite(Overwrite { offset: 4, hex: "aa bb".into() })),
+            rule(None, None, RuleAction::Duplicate(2)),
+        ]);
+        let a = rs.apply(SimTime::ZERO, 0, 1, &start_ack(1));
+        assert_eq!(a.bytes, Some(vec![2, 1, 0, 0, 0xaa, 0xbb]));
+        assert_eq!(a.duplicates.len(), 2);
+        assert_eq!(a.dropped_by, None);
+        let mut rs = set(vec![rule(Some(FrameKind::StartAck), None, RuleAction::Drop)]);
+        let d = rs.apply(SimTime::ZERO, 0, 1, &start_ack(1));
+        assert_eq!(d.dropped_by.as_deref(), Some("inject.rules[0]"));
+    }
+
+    #[test]
+    fn short_datagram_is_left_alone_with_a_note() {
+        let mut rs = set(vec![rule(None, None, RuleAction::SetStreamId(1))]);
+        let a = rs.apply(SimTime::ZERO, 0, 1, &[1, 1]);
+        assert_eq!(a.bytes, Some(vec![1, 1]));
+        assert!(a.notes[0].contains("has no stream_id field"), "{:?}", a.notes);
+    }
+}

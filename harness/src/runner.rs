@@ -1,0 +1,580 @@
+//! Runs one scenario: builds the turmoil simulation, runs the real protocol
+//! code on every host over [`SimSocket`]s, applies the timeline and the
+//! injections, and returns everything the checks and reports need.
+
+use std::cell::RefCell;
+use std::collections::{BTreeMap, BTreeSet};
+use std::fs::File;
+use std::io::BufWriter;
+use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
+use std::path::PathBuf;
+use std::rc::Rc;
+use std::time::{Duration, SystemTime};
+
+use rand::RngCore;
+use serde::Serialize;
+use streamlab::driver::{Driver, Observation};
+use streamlab::machine::{Machine, Transmit};
+use streamlab::proto::{Initiator, Responder};
+use streamlab::seed::{derive_u64, named_rng};
+use streamlab::time::{SimTime, duration_micros};
+use streamlab_impair::LinkConfig;
+
+use crate::capture::{CaptureFormat, CaptureWriter};
+use crate::inject;
+use crate::network::{HostState, Network, SimSocket, v4};
+use crate::observe::Observer;
+use crate::rules::RuleSet;
+use crate::scenario::{Action, Loaded, Role};
+use crate::trace::{HostInfo, Origin, TraceEvent, TraceSink};
+
+/// The fixed epoch every simulation starts at: 2026-01-01T00:00:00Z.
+/// Captures show simulated time from here, so they are reproducible.
+pub const EPOCH_UNIX_SECS: u64 = 1_767_225_600;
+
+/// How to run.
+#[derive(Clone, Debug)]
+pub struct RunOptions {
+    /// Replace the scenario's seed (replay or sweep).
+    pub seed: Option<u64>,
+    /// Write a capture into this directory.
+    pub captures: Option<PathBuf>,
+    /// The capture's format.
+    pub capture_format: CaptureFormat,
+    /// Wall-clock bound on one run.
+    pub watchdog: Duration,
+}
+
+impl Default for RunOptions {
+    fn default() -> Self {
+        RunOptions {
+            seed: None,
+            captures: None,
+            capture_format: CaptureFormat::PcapNg,
+            watchdog: Duration::from_secs(120),
+        }
+    }
+}
+
+/// A machine shared between its driver and the runner, so the runner can
+/// read its state and stats after (or while) the host runs.
+struct Shared<M>(Rc<RefCell<M>>);
+
+impl<M: Machine> Machine for Shared<M> {
+    type Event = M::Event;
+    fn handle_datagram(&mut self, now: SimTime, from: SocketAddr, d: &[u8]) {
+        self.0.borrow_mut().handle_datagram(now, from, d);
+    }
+    fn handle_timeout(&mut self, now: SimTime) {
+        self.0.borrow_mut().handle_timeout(now);
+    }
+    fn poll_transmit(&mut self, now: SimTime, buf: &mut [u8]) -> Option<Transmit> {
+        self.0.borrow_mut().poll_transmit(now, buf)
+    }
+    fn poll_timeout(&self) -> Option<SimTime> {
+        self.0.borrow().poll_timeout()
+    }
+    fn poll_event(&mut self) -> Option<M::Event> {
+        self.0.borrow_mut().poll_event()
+    }
+    fn is_finished(&self) -> bool {
+        self.0.borrow().is_finished()
+    }
+}
+
+/// The protocol machine a host runs.
+#[derive(Clone)]
+enum HostMachine {
+    None,
+    Client(Rc<RefCell<Initiator>>),
+    Server(Rc<RefCell<Responder>>),
+}
+
+/// What the runner knows about one host.
+struct HostRecord {
+    machine: HostMachine,
+    incarnations: u32,
+    finished: bool,
+    driver_error: Option<String>,
+    events: Vec<String>,
+    events_dropped: u64,
+}
+
+/// Per-host events kept for the report (the first ones; the rest counted).
+const EVENTS_KEPT: usize = 200;
+
+/// How one host's protocol run ended.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct HostResult {
+    /// Host name.
+    pub name: String,
+    /// Simulated address.
+    pub address: Ipv4Addr,
+    /// `client`, `server` or `idle`.
+    pub role: &'static str,
+    /// Clients: `completed`, `failed`, or `unfinished`.
+    pub outcome: Option<String>,
+    /// Clients: the error's stable name when failed.
+    pub error: Option<String>,
+    /// Clients: the error's full message when failed.
+    pub error_message: Option<String>,
+    /// The machine's counters (last incarnation).
+    pub stats: serde_json::Value,
+    /// Client state at the end (for stall reports).
+    pub state: Option<String>,
+    /// How many times the host's software started.
+    pub incarnations: u32,
+    /// A driver (socket) error, if one stopped the host.
+    pub driver_error: Option<String>,
+    /// The protocol events it reported, first ones.
+    pub events: Vec<String>,
+    /// Events beyond those kept.
+    pub events_dropped: u64,
+}
+
+/// Everything a run produced.
+pub struct RunOutput {
+    /// Scenario seed used.
+    pub seed: u64,
+    /// Host results, in scenario order.
+    pub hosts: Vec<HostResult>,
+    /// The observer's findings.
+    pub(crate) observer: Observer,
+    /// Link configurations in use at the end, by (from, to) host names.
+    pub links: BTreeMap<(String, String), LinkConfig>,
+    /// Violations of the simulation's own rules.
+    pub sim_violations: Vec<crate::network::SimViolation>,
+    /// A host task failed or panicked: the message.
+    pub host_failure: Option<String>,
+    /// Simulated time at the end.
+    pub ended_at: SimTime,
+    /// Clients still running at `duration_ms`.
+    pub stalled: bool,
+    /// The wall-clock watchdog fired.
+    pub watchdog_fired: bool,
+    /// Path of the capture written, if any.
+    pub capture: Option<PathBuf>,
+    /// A capture write error, if one happened.
+    pub capture_error: Option<String>,
+    /// Wall-clock time the run took.
+    pub wall: Duration,
+}
+
+/// Run a loaded scenario.
+pub fn run(loaded: &Loaded, opts: &RunOptions) -> RunOutput {
+    #[allow(clippy::disallowed_methods)] // the watchdog is about wall time by definition
+    let wall_start = std::time::Instant::now();
+    let sc = &loaded.scenario;
+    let seed = opts.seed.unwrap_or(sc.seed);
+    let tick = Duration::from_millis(1);
+    let mut sim = turmoil::Builder::new()
+        .epoch(SystemTime::UNIX_EPOCH + Duration::from_secs(EPOCH_UNIX_SECS))
+        .tick_duration(tick)
+        .simulation_duration(Duration::from_millis(sc.duration_ms.saturating_add(10_000)))
+        .min_message_latency(tick)
+        .max_message_latency(tick)
+        .fail_rate(0.0)
+        .udp_capacity(1 << 16)
+        .rng_seed(derive_u64(seed, "turmoil"))
+        .build();
+
+    let names: Vec<String> = sc.hosts.iter().map(|h| h.name.clone()).collect();
+    let ips: Vec<Ipv4Addr> = names
+        .iter()
+        .map(|n| v4(sim.lookup(n.as_str())).unwrap_or(Ipv4Addr::UNSPECIFIED))
+        .collect();
+    let host_infos: Vec<HostInfo> = names.iter().zip(&ips).map(|(n, ip)| HostInfo { name: n.clone(), addr: *ip }).collect();
+
+    // Link configurations per direction.
+    let mut link_configs = BTreeMap::new();
+    for l in &sc.links {
+        let (Some(a), Some(b)) = (loaded.host_index(&l.a), loaded.host_index(&l.b)) else { continue };
+        if let Some(both) = &l.both {
+            link_configs.insert((a, b), both.clone());
+            link_configs.insert((b, a), both.clone());
+        }
+        if let Some(c) = &l.a_to_b {
+            link_configs.insert((a, b), c.clone());
+        }
+        if let Some(c) = &l.b_to_a {
+            link_configs.insert((b, a), c.clone());
+        }
+    }
+    let default_link = sc.default_link.clone().unwrap_or_default();
+
+    // Observer and capture, fed by the network's recorder.
+    let servers: BTreeSet<SocketAddrV4> = loaded
+        .roles
+        .iter()
+        .enumerate()
+        .filter_map(|(i, r)| match r {
+            Role::Server { port, .. } => Some(SocketAddrV4::new(ips[i], *port)),
+            _ => None,
+        })
+        .collect();
+    let ip_names = ips.iter().copied().zip(names.iter().cloned()).collect();
+    let observer = Rc::new(RefCell::new(Observer::new(ip_names, servers, &sc.expect.frames)));
+    let (capture, capture_path, mut capture_error) = open_capture(loaded, opts, seed, &host_infos);
+    let capture = Rc::new(RefCell::new(capture));
+    let recorder = {
+        let observer = observer.clone();
+        let capture = capture.clone();
+        Box::new(move |e: &TraceEvent| {
+            observer.borrow_mut().observe(e);
+            let mut cap = capture.borrow_mut();
+            if let Some(w) = cap.as_mut() {
+                if let Err(err) = w.record(e) {
+                    tracing::error!("capture write failed: {err}");
+                    *cap = None;
+                }
+            }
+        })
+    };
+    let rules = RuleSet::new(&sc.inject.rules, |n| loaded.host_index(n));
+    let hosts_state = names.iter().zip(&ips).map(|(n, ip)| HostState { name: n.clone(), ip: *ip, up: true }).collect();
+    let net = Rc::new(RefCell::new(Network::new(seed, hosts_state, link_configs, default_link, rules, recorder)));
+
+    let records: Rc<RefCell<Vec<HostRecord>>> = Rc::new(RefCell::new(
+        names
+            .iter()
+            .map(|_| HostRecord {
+                machine: HostMachine::None,
+                incarnations: 0,
+                finished: false,
+                driver_error: None,
+                events: Vec::new(),
+                events_dropped: 0,
+            })
+            .collect(),
+    ));
+    let ctx = Rc::new(HostCtx {
+        seed,
+        names: names.clone(),
+        ips: ips.clone(),
+        roles: loaded.roles.clone(),
+        injections: loaded.scenario.inject.datagrams.clone(),
+        net: net.clone(),
+        observer: observer.clone(),
+        records: records.clone(),
+    });
+    for (i, name) in names.iter().enumerate() {
+        let ctx = ctx.clone();
+        sim.host(name.as_str(), move || host_main(ctx.clone(), i));
+    }
+
+    // Timeline, in order.
+    let mut timeline: Vec<_> = sc.timeline.iter().collect();
+    timeline.sort_by_key(|t| t.at_ms);
+    let mut next_timeline = 0;
+    let clients: Vec<usize> = loaded.roles.iter().enumerate().filter(|(_, r)| matches!(r, Role::Client { .. })).map(|(i, _)| i).collect();
+    let duration = SimTime::from_millis(sc.duration_ms);
+    let mut host_failure = None;
+    let mut stalled = false;
+    let mut watchdog_fired = false;
+    let mut steps: u64 = 0;
+    loop {
+        let now = SimTime::from_micros(duration_micros(sim.elapsed()));
+        net.borrow_mut().now = now;
+        while let Some(t) = timeline.get(next_timeline).filter(|t| SimTime::from_millis(t.at_ms) <= now) {
+            next_timeline += 1;
+            for action in t.actions() {
+                apply(&mut sim, &net, loaded, &action);
+            }
+        }
+        if let Err(e) = sim.step() {
+            host_failure = Some(e.to_string());
+            break;
+        }
+        steps += 1;
+        let now = SimTime::from_micros(duration_micros(sim.elapsed()));
+        net.borrow_mut().now = now;
+        let done = {
+            let recs = records.borrow();
+            !clients.is_empty() && clients.iter().all(|&c| recs[c].finished)
+        };
+        if done && net.borrow().quiet() {
+            break;
+        }
+        if now >= duration {
+            stalled = !clients.is_empty() && !done;
+            break;
+        }
+        if steps % 256 == 0 && wall_start.elapsed() > opts.watchdog {
+            watchdog_fired = true;
+            break;
+        }
+    }
+    let ended_at = SimTime::from_micros(duration_micros(sim.elapsed()));
+    net.borrow_mut().now = ended_at;
+    net.borrow_mut().finish();
+    // Stop every host so sockets close and record what they still held.
+    drop(sim);
+    if let Some(mut w) = capture.borrow_mut().take() {
+        if let Err(e) = w.finish() {
+            capture_error = Some(format!("finishing the capture failed: {e}"));
+        }
+    }
+
+    let hosts = collect_hosts(&records.borrow(), &names, &ips, &loaded.roles);
+    let mut netb = net.borrow_mut();
+    let links = netb
+        .links
+        .iter()
+        .map(|(&(a, b), l)| ((names[a].clone(), names[b].clone()), l.config.clone()))
+        .collect();
+    let sim_violations = std::mem::take(&mut netb.violations);
+    drop(netb);
+    drop(ctx);
+    let observer = match Rc::try_unwrap(observer) {
+        Ok(o) => o.into_inner(),
+        Err(rc) => {
+            // Some host context is still alive (it cannot be after the sim is
+            // dropped, but do not rely on it): take a snapshot instead.
+            let mut o = rc.borrow_mut();
+            std::mem::replace(&mut *o, Observer::new(BTreeMap::new(), BTreeSet::new(), &[]))
+        }
+    };
+    RunOutput {
+        seed,
+        hosts,
+        observer,
+        links,
+        sim_violations,
+        host_failure,
+        ended_at,
+        stalled,
+        watchdog_fired,
+        capture: capture_path,
+        capture_error,
+        wall: wall_start.elapsed(),
+    }
+}
+
+#[allow(clippy::type_complexity)]
+fn open_capture(
+    loaded: &Loaded,
+    opts: &RunOptions,
+    seed: u64,
+    hosts: &[HostInfo],
+) -> (Option<CaptureWriter<BufWriter<File>>>, Option<PathBuf>, Option<String>) {
+    let Some(dir) = &opts.captures else { return (None, None, None) };
+    if let Err(e) = std::fs::create_dir_all(dir) {
+        return (None, None, Some(format!("cannot create {}: {e}", dir.display())));
+    }
+    let path = dir.join(crate::capture::file_name(&loaded.scenario.name, &loaded.id, seed, opts.capture_format));
+    let file = match File::create(&path) {
+        Ok(f) => f,
+        Err(e) => return (None, None, Some(format!("cannot create {}: {e}", path.display()))),
+    };
+    let epoch = Duration::from_secs(EPOCH_UNIX_SECS);
+    match CaptureWriter::new(BufWriter::new(file), hosts, epoch, opts.capture_format) {
+        Ok(w) => (Some(w), Some(path), None),
+        Err(e) => (None, None, Some(format!("cannot start capture {}: {e}", path.display()))),
+    }
+}
+
+fn apply(sim: &mut turmoil::Sim<'_>, net: &Rc<RefCell<Network>>, loaded: &Loaded, action: &Action<'_>) {
+    let idx = |n: &str| loaded.host_index(n);
+    let dirs = |from: &str, to: &str, oneway: bool| -> Vec<(usize, usize)> {
+        match (idx(from), idx(to)) {
+            (Some(a), Some(b)) if oneway => vec![(a, b)],
+            (Some(a), Some(b)) => vec![(a, b), (b, a)],
+            _ => Vec::new(),
+        }
+    };
+    tracing::info!(?action, "timeline");
+    match action {
+        Action::SetLink(s) => {
+            for (a, b) in dirs(&s.from, &s.to, s.oneway) {
+                net.borrow_mut().set_link(a, b, &s.config);
+            }
+        }
+        Action::Partition(p) => {
+            for (a, b) in dirs(&p.from, &p.to, p.oneway) {
+                net.borrow_mut().partition(a, b);
+            }
+        }
+        Action::Repair(p) => {
+            for (a, b) in dirs(&p.from, &p.to, p.oneway) {
+                net.borrow_mut().repair(a, b);
+            }
+        }
+        Action::Hold(p) | Action::Release(p) => {
+            let held = matches!(action, Action::Hold(_));
+            for (a, b) in dirs(&p.from, &p.to, p.oneway) {
+                net.borrow_mut().hold(a, b, held);
+            }
+        }
+        Action::Crash(h) => {
+            if let Some(i) = idx(&h.host) {
+                net.borrow_mut().set_host_up(i, false);
+                sim.crash(h.host.as_str());
+            }
+        }
+        Action::Restart(h) => {
+            if let Some(i) = idx(&h.host) {
+                net.borrow_mut().set_host_up(i, true);
+                sim.bounce(h.host.as_str());
+            }
+        }
+    }
+}
+
+/// What every host's software shares.
+struct HostCtx {
+    seed: u64,
+    names: Vec<String>,
+    ips: Vec<Ipv4Addr>,
+    roles: Vec<Role>,
+    injections: Vec<crate::scenario::InjectDatagram>,
+    net: Rc<RefCell<Network>>,
+    observer: Rc<RefCell<Observer>>,
+    records: Rc<RefCell<Vec<HostRecord>>>,
+}
+
+fn sim_now() -> SimTime {
+    turmoil::sim_elapsed().map_or(SimTime::ZERO, |d| SimTime::from_micros(duration_micros(d)))
+}
+
+async fn sleep_until_sim(t: SimTime) {
+    let now = sim_now();
+    if t > now {
+        tokio::time::sleep(t - now).await;
+    }
+}
+
+/// One host's software: its protocol role and its injections, side by side.
+async fn host_main(ctx: Rc<HostCtx>, i: usize) -> turmoil::Result {
+    let incarnation = {
+        let mut recs = ctx.records.borrow_mut();
+        recs[i].incarnations += 1;
+        recs[i].finished = false;
+        recs[i].incarnations
+    };
+    let role = run_role(&ctx, i, incarnation);
+    let injector = inject::run_injector(&ctx.net, i, ctx.seed, &ctx.names, &ctx.ips, &ctx.injections);
+    let (r, j) = tokio::join!(role, injector);
+    r?;
+    j.map_err(|e| format!("host {}: injection failed: {e}", ctx.names[i]))?;
+    Ok(())
+}
+
+fn keep_event(ctx: &HostCtx, i: usize, now: SimTime, e: &dyn std::fmt::Debug) {
+    let mut recs = ctx.records.borrow_mut();
+    let r = &mut recs[i];
+    if r.events.len() < EVENTS_KEPT {
+        r.events.push(format!("{now} {e:?}"));
+    } else {
+        r.events_dropped += 1;
+    }
+}
+
+async fn run_role(ctx: &HostCtx, i: usize, incarnation: u32) -> turmoil::Result {
+    let name = &ctx.names[i];
+    let span = tracing::info_span!("host", name = %name, incarnation);
+    let _enter = span.enter();
+    match &ctx.roles[i] {
+        Role::Idle => Ok(()),
+        Role::Client { target, port, start_ms, config } => {
+            sleep_until_sim(SimTime::from_millis(*start_ms)).await;
+            let sock = SimSocket::bind(ctx.net.clone(), i, 0, true).await?;
+            let server = SocketAddrV4::new(ctx.ips[*target], *port);
+            ctx.observer.borrow_mut().register_client(name, sock.addr(), server);
+            let mut rng = named_rng(ctx.seed, &format!("proto:{name}:{incarnation}"));
+            let stream_id = rng.next_u64();
+            let machine = Rc::new(RefCell::new(Initiator::new(config.clone(), SocketAddr::V4(server), stream_id)));
+            ctx.records.borrow_mut()[i].machine = HostMachine::Client(machine.clone());
+            let mut driver = Driver::new(Shared(machine), sock);
+            let res = driver.run(|o| {
+                if let Observation::Event(t, e) = o {
+                    keep_event(ctx, i, t, &e);
+                }
+            });
+            let res = res.await;
+            let mut recs = ctx.records.borrow_mut();
+            if let Err(e) = res {
+                recs[i].driver_error = Some(e.to_string());
+            }
+            recs[i].finished = true;
+            Ok(())
+        }
+        Role::Server { port, config } => {
+            let sock = SimSocket::bind(ctx.net.clone(), i, *port, true).await?;
+            let mut rng = named_rng(ctx.seed, &format!("proto:{name}:{incarnation}"));
+            let machine = Rc::new(RefCell::new(Responder::new(config.clone(), rng.next_u64())));
+            ctx.records.borrow_mut()[i].machine = HostMachine::Server(machine.clone());
+            let mut driver = Driver::new(Shared(machine), sock);
+            let res = driver.run(|o| {
+                if let Observation::Event(t, e) = o {
+                    keep_event(ctx, i, t, &e);
+                }
+            });
+            if let Err(e) = res.await {
+                ctx.records.borrow_mut()[i].driver_error = Some(e.to_string());
+            }
+            ctx.records.borrow_mut()[i].finished = true;
+            Ok(())
+        }
+    }
+}
+
+fn collect_hosts(records: &[HostRecord], names: &[String], ips: &[Ipv4Addr], roles: &[Role]) -> Vec<HostResult> {
+    records
+        .iter()
+        .enumerate()
+        .map(|(i, r)| {
+            let role = match roles[i] {
+                Role::Idle => "idle",
+                Role::Client { .. } => "client",
+                Role::Server { .. } => "server",
+            };
+            let mut h = HostResult {
+                name: names[i].clone(),
+                address: ips[i],
+                role,
+                outcome: None,
+                error: None,
+                error_message: None,
+                stats: serde_json::Value::Null,
+                state: None,
+                incarnations: r.incarnations,
+                driver_error: r.driver_error.clone(),
+                events: r.events.clone(),
+                events_dropped: r.events_dropped,
+            };
+            match &r.machine {
+                HostMachine::None => {
+                    if role == "client" {
+                        h.outcome = Some("unfinished".into());
+                        h.state = Some("not started".into());
+                    }
+                }
+                HostMachine::Client(m) => {
+                    let m = m.borrow();
+                    h.stats = serde_json::to_value(m.stats()).unwrap_or_default();
+                    h.state = Some(format!("{:?}", m.state()));
+                    match m.outcome() {
+                        None => h.outcome = Some("unfinished".into()),
+                        Some(Ok(())) => h.outcome = Some("completed".into()),
+                        Some(Err(e)) => {
+                            h.outcome = Some("failed".into());
+                            h.error = Some(e.name().to_string());
+                            h.error_message = Some(e.to_string());
+                        }
+                    }
+                }
+                HostMachine::Server(m) => {
+                    h.stats = serde_json::to_value(m.borrow().stats()).unwrap_or_default();
+                }
+            }
+            h
+        })
+        .collect()
+}
+
+/// The origin used for injected datagrams.
+pub(crate) fn injected(index: usize) -> Origin {
+    Origin::Injected {
+        rule: format!("inject.datagrams[{index}]"),
+    }
+}

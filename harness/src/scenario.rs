@@ -1,0 +1,1030 @@
+//! Scenario files: the model, strict parsing with JSON-path errors, semantic
+//! validation, the canonical form and the scenario id.
+//!
+//! The format is documented for users in `scenarios/README.md`; `streamlab
+//! schema` prints its JSON Schema. Every key with a unit carries it in its
+//! name (`duration_ms`, `at_ms`); unknown keys are rejected everywhere.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::path::Path;
+
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+use streamlab::proto::{InitiatorConfig, ResponderConfig};
+use streamlab_impair::LinkConfig;
+
+/// The default UDP port servers listen on (ctsTraffic's).
+pub const DEFAULT_PORT: u16 = 4444;
+
+/// A scenario file.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Scenario {
+    /// Short identifier, used in artifact names (letters, digits, `_`, `-`).
+    pub name: String,
+    /// What the scenario exercises and why its expectations hold.
+    #[serde(default)]
+    pub description: String,
+    /// The seed every random choice of the run derives from.
+    pub seed: u64,
+    /// Simulated time bound. A run whose clients have not all finished by
+    /// then fails with a stall.
+    pub duration_ms: u64,
+    /// Stream parameters shared by every host (the out-of-band agreement
+    /// ctsTraffic also relies on): merged into each host's `config`, whose
+    /// own keys win.
+    #[serde(default, skip_serializing_if = "serde_json::Map::is_empty")]
+    #[schemars(with = "BTreeMap<String, serde_json::Value>")]
+    pub stream: serde_json::Map<String, serde_json::Value>,
+    /// The simulated hosts, in registration order (which fixes their
+    /// addresses: the first is 192.168.0.1).
+    pub hosts: Vec<HostSpec>,
+    /// Impairments per link. Pairs without an entry use `default_link`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub links: Vec<LinkSpec>,
+    /// Impairments of every link direction not named in `links`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub default_link: Option<LinkConfig>,
+    /// Changes during the run, applied at their `at_ms`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub timeline: Vec<TimelineEntry>,
+    /// Protocol-aware fault injection.
+    #[serde(default, skip_serializing_if = "Inject::is_empty")]
+    pub inject: Inject,
+    /// What the run must show.
+    #[serde(default)]
+    pub expect: Expect,
+}
+
+/// One simulated host. Exactly one of `client` / `server` may be given; a
+/// host with neither runs no protocol code (e.g. a source of injected
+/// traffic).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct HostSpec {
+    /// Host name (also its capture interface name).
+    pub name: String,
+    /// Runs the initiator (receives the media stream).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client: Option<ClientSpec>,
+    /// Runs the responder (sends the media stream).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub server: Option<ServerSpec>,
+}
+
+/// A client host.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ClientSpec {
+    /// The server host to stream from.
+    pub target: String,
+    /// The server's port.
+    #[serde(default = "default_port")]
+    pub port: u16,
+    /// When the client starts (simulated time).
+    #[serde(default)]
+    pub start_ms: u64,
+    /// Initiator options (`InitiatorConfig`): stream parameters, handshake
+    /// timing. Unknown keys are rejected.
+    #[serde(default)]
+    #[schemars(with = "BTreeMap<String, serde_json::Value>")]
+    pub config: serde_json::Map<String, serde_json::Value>,
+}
+
+/// A server host.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ServerSpec {
+    /// The port to listen on.
+    #[serde(default = "default_port")]
+    pub port: u16,
+    /// Responder options (`ResponderConfig`): stream parameters, pending
+    /// table size, START_ACK retransmission, IMMEDIATE policy.
+    #[serde(default)]
+    #[schemars(with = "BTreeMap<String, serde_json::Value>")]
+    pub config: serde_json::Map<String, serde_json::Value>,
+}
+
+fn default_port() -> u16 {
+    DEFAULT_PORT
+}
+
+/// Impairments of the link between hosts `a` and `b`: either `both`, or
+/// `a_to_b` and/or `b_to_a`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct LinkSpec {
+    /// One end.
+    pub a: String,
+    /// The other end.
+    pub b: String,
+    /// The same impairments in each direction (each with its own random
+    /// streams).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub both: Option<LinkConfig>,
+    /// Direction a → b.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub a_to_b: Option<LinkConfig>,
+    /// Direction b → a.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub b_to_a: Option<LinkConfig>,
+}
+
+/// A path between two hosts, one way or both.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PathSpec {
+    /// Sending host.
+    pub from: String,
+    /// Receiving host.
+    pub to: String,
+    /// Only `from → to` (default: both directions).
+    #[serde(default)]
+    pub oneway: bool,
+}
+
+/// A host by name.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct HostRef {
+    /// The host.
+    pub host: String,
+}
+
+/// New impairments for one direction (or both) of a link.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SetLink {
+    /// Sending host.
+    pub from: String,
+    /// Receiving host.
+    pub to: String,
+    /// Only `from → to` (default: both directions).
+    #[serde(default)]
+    pub oneway: bool,
+    /// The new configuration. Packets already in flight keep their times.
+    pub config: LinkConfig,
+}
+
+/// One timeline change. Exactly one action key besides `at_ms`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct TimelineEntry {
+    /// When (simulated time).
+    pub at_ms: u64,
+    /// Change a link's impairments.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub set_link: Option<SetLink>,
+    /// Cut a path: datagrams in flight on it and sent while it is cut are
+    /// lost.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub partition: Option<PathSpec>,
+    /// Heal a partition.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub repair: Option<PathSpec>,
+    /// Hold a path: datagrams due while held are kept on the wire.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hold: Option<PathSpec>,
+    /// Release a held path: held datagrams arrive now, in their order.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub release: Option<PathSpec>,
+    /// Crash a host: its tasks stop, its sockets close, datagrams waiting
+    /// for it are lost.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub crash: Option<HostRef>,
+    /// Restart a crashed host: its protocol code starts afresh.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub restart: Option<HostRef>,
+}
+
+/// The action of a timeline entry, once validated.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Action<'a> {
+    /// See [`TimelineEntry::set_link`].
+    SetLink(&'a SetLink),
+    /// See [`TimelineEntry::partition`].
+    Partition(&'a PathSpec),
+    /// See [`TimelineEntry::repair`].
+    Repair(&'a PathSpec),
+    /// See [`TimelineEntry::hold`].
+    Hold(&'a PathSpec),
+    /// See [`TimelineEntry::release`].
+    Release(&'a PathSpec),
+    /// See [`TimelineEntry::crash`].
+    Crash(&'a HostRef),
+    /// See [`TimelineEntry::restart`].
+    Restart(&'a HostRef),
+}
+
+impl TimelineEntry {
+    /// Every action key that is set, in field order.
+    pub fn actions(&self) -> Vec<Action<'_>> {
+        let mut v = Vec::new();
+        if let Some(x) = &self.set_link {
+            v.push(Action::SetLink(x));
+        }
+        if let Some(x) = &self.partition {
+            v.push(Action::Partition(x));
+        }
+        if let Some(x) = &self.repair {
+            v.push(Action::Repair(x));
+        }
+        if let Some(x) = &self.hold {
+            v.push(Action::Hold(x));
+        }
+        if let Some(x) = &self.release {
+            v.push(Action::Release(x));
+        }
+        if let Some(x) = &self.crash {
+            v.push(Action::Crash(x));
+        }
+        if let Some(x) = &self.restart {
+            v.push(Action::Restart(x));
+        }
+        v
+    }
+}
+
+/// Protocol-aware fault injection.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Inject {
+    /// Rules applied to matching datagrams on a link direction, before the
+    /// link's impairments, in order.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub rules: Vec<RewriteRule>,
+    /// Datagrams a host sends at a given time, outside any protocol code.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub datagrams: Vec<InjectDatagram>,
+}
+
+impl Inject {
+    /// No rules and no datagrams.
+    pub fn is_empty(&self) -> bool {
+        self.rules.is_empty() && self.datagrams.is_empty()
+    }
+}
+
+/// Frame types as scenario files name them.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum FrameKind {
+    /// START (type 1).
+    Start,
+    /// START_ACK (type 2).
+    StartAck,
+    /// START_CONFIRM (type 3).
+    StartConfirm,
+    /// ERROR (type 4).
+    Error,
+    /// DATA (type 16).
+    Data,
+}
+
+impl FrameKind {
+    /// The type byte on the wire.
+    pub fn type_byte(self) -> u8 {
+        match self {
+            FrameKind::Start => 1,
+            FrameKind::StartAck => 2,
+            FrameKind::StartConfirm => 3,
+            FrameKind::Error => 4,
+            FrameKind::Data => 16,
+        }
+    }
+
+    /// The kind of a type byte, if it is one.
+    pub fn from_type_byte(b: u8) -> Option<FrameKind> {
+        Some(match b {
+            1 => FrameKind::Start,
+            2 => FrameKind::StartAck,
+            3 => FrameKind::StartConfirm,
+            4 => FrameKind::Error,
+            16 => FrameKind::Data,
+            _ => return None,
+        })
+    }
+
+    /// The name used in scenario files and reports.
+    pub fn name(self) -> &'static str {
+        match self {
+            FrameKind::Start => "START",
+            FrameKind::StartAck => "START_ACK",
+            FrameKind::StartConfirm => "START_CONFIRM",
+            FrameKind::Error => "ERROR",
+            FrameKind::Data => "DATA",
+        }
+    }
+}
+
+impl fmt::Display for FrameKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// Which datagrams a rule acts on.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct FrameMatch {
+    /// Only frames of this type (default: any datagram).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub frame_type: Option<FrameKind>,
+    /// Only the n-th matching datagram on this direction (1-based), and the
+    /// `count - 1` after it. Default: every match.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub nth: Option<u64>,
+    /// With `nth`: how many consecutive matches to act on (default 1).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub count: Option<u64>,
+    /// Only datagrams sent at or after this time.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub from_ms: Option<u64>,
+    /// Only datagrams sent before this time.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub until_ms: Option<u64>,
+}
+
+/// Bytes written at an offset.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Overwrite {
+    /// Byte offset in the datagram.
+    pub offset: usize,
+    /// The bytes, as hex (spaces allowed).
+    pub hex: String,
+}
+
+/// What a rule does to a matching datagram.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case", deny_unknown_fields)]
+pub enum RuleAction {
+    /// Set the StreamId field (bytes 4..12).
+    SetStreamId(u64),
+    /// Set the version byte (byte 1).
+    SetVersion(u8),
+    /// Set the flags field (bytes 2..4).
+    SetFlags(u16),
+    /// Set the frame type byte (byte 0).
+    SetType(u8),
+    /// Set a DATA frame's sequence number (bytes 12..16).
+    SetSequence(u32),
+    /// Keep only the first N bytes.
+    Truncate(usize),
+    /// Overwrite bytes at an offset (the datagram grows if needed).
+    Overwrite(Overwrite),
+    /// Drop exactly this datagram.
+    Drop,
+    /// Send N extra copies of exactly this datagram.
+    Duplicate(u32),
+}
+
+/// A rule on one link direction.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RewriteRule {
+    /// Sending host.
+    pub from: String,
+    /// Receiving host.
+    pub to: String,
+    /// Which datagrams.
+    #[serde(default, rename = "match")]
+    pub matching: FrameMatch,
+    /// What to do to them.
+    pub action: RuleAction,
+}
+
+/// A structured frame to inject.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct FrameSpec {
+    /// Frame type.
+    #[serde(rename = "type")]
+    pub kind: FrameKind,
+    /// Version byte (default 1).
+    #[serde(default = "one")]
+    pub version: u8,
+    /// Flags (default 0).
+    #[serde(default)]
+    pub flags: u16,
+    /// StreamId.
+    #[serde(default)]
+    pub stream_id: u64,
+    /// ERROR: the code.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub code: Option<u16>,
+    /// ERROR: the reason.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    /// DATA: the sequence number (default 1).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sequence: Option<u32>,
+    /// Control frames: pad with a PADDING TLV to this total size.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pad_to: Option<usize>,
+}
+
+fn one() -> u8 {
+    1
+}
+
+/// Send many copies from many source tuples.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Flood {
+    /// How many datagrams in all.
+    pub count: u32,
+    /// How many distinct source tuples (ports 40000, 40001, … on the
+    /// sending host's address), used round-robin.
+    #[serde(default = "one_u32")]
+    pub sources: u32,
+    /// Gap between datagrams.
+    #[serde(default)]
+    pub interval_us: u64,
+    /// Give each datagram of a structured frame its own StreamId (seeded).
+    #[serde(default)]
+    pub distinct_stream_ids: bool,
+}
+
+fn one_u32() -> u32 {
+    1
+}
+
+/// A datagram (or flood) a host sends outside any protocol code.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct InjectDatagram {
+    /// When.
+    pub at_ms: u64,
+    /// Sending host (any host in the scenario).
+    pub from: String,
+    /// Receiving host.
+    pub to: String,
+    /// Destination port (default 4444).
+    #[serde(default = "default_port")]
+    pub to_port: u16,
+    /// Source port (default 40000).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub from_port: Option<u16>,
+    /// Raw bytes as hex (spaces allowed). Exactly one of `hex` / `frame`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hex: Option<String>,
+    /// A structured frame.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub frame: Option<FrameSpec>,
+    /// Repeat as a flood.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub flood: Option<Flood>,
+}
+
+/// Bounds on a number. All given bounds must hold.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Bound {
+    /// Exactly this value.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub eq: Option<f64>,
+    /// At least this value.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub min: Option<f64>,
+    /// At most this value.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max: Option<f64>,
+}
+
+impl Bound {
+    /// Whether `v` satisfies every given bound.
+    pub fn holds(&self, v: f64) -> bool {
+        self.eq.is_none_or(|e| v == e) && self.min.is_none_or(|m| v >= m) && self.max.is_none_or(|m| v <= m)
+    }
+}
+
+impl fmt::Display for Bound {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mut parts = Vec::new();
+        if let Some(e) = self.eq {
+            parts.push(format!("== {e}"));
+        }
+        if let Some(m) = self.min {
+            parts.push(format!(">= {m}"));
+        }
+        if let Some(m) = self.max {
+            parts.push(format!("<= {m}"));
+        }
+        if parts.is_empty() {
+            f.write_str("(any)")
+        } else {
+            f.write_str(&parts.join(" and "))
+        }
+    }
+}
+
+/// How a host's protocol run must end.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum OutcomeKind {
+    /// The stream ran to its end.
+    Completed,
+    /// The stream failed (see `error`).
+    Failed,
+}
+
+/// Expectations about one host.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct HostExpect {
+    /// Client hosts: how the stream must end.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub outcome: Option<OutcomeKind>,
+    /// Client hosts: the error name a failure must carry (e.g.
+    /// `handshake_timeout`; see docs/protocol.md for the list).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    /// Bounds on the host's stats counters, by dotted path into its stats
+    /// object (see a run report for the names).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub stats: BTreeMap<String, Bound>,
+    /// Client hosts: bounds on time from the first START to streaming.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub time_to_stream_ms: Option<Bound>,
+    /// Client hosts: the control frames exchanged with the server before the
+    /// first DATA reached the client, in send order, as sent on the wire
+    /// (e.g. `["START", "START_ACK", "START_CONFIRM"]`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub handshake: Option<Vec<FrameKind>>,
+}
+
+/// A count of frames on the wire.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct FrameCount {
+    /// Sending host (default: any).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub from: Option<String>,
+    /// Receiving host (default: any).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub to: Option<String>,
+    /// Frame type.
+    #[serde(rename = "type")]
+    pub kind: FrameKind,
+    /// ERROR frames: only this code (by name, e.g. `BUSY`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub code: Option<String>,
+    /// Count sends (`sent`, default) or arrivals handed to the application
+    /// (`delivered`).
+    #[serde(default)]
+    pub at: CountPoint,
+    /// The bound on the count.
+    pub count: Bound,
+}
+
+/// Where frames are counted.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum CountPoint {
+    /// As sent (before the network).
+    #[default]
+    Sent,
+    /// As handed to the receiving application.
+    Delivered,
+}
+
+/// What the run must show. Invariants (no DATA before START_CONFIRM, no
+/// amplification, no panic, no stall, no datagram the trace did not send)
+/// are always checked and need no entry here.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Expect {
+    /// Per host, by name.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub hosts: BTreeMap<String, HostExpect>,
+    /// Counts of frames on the wire.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub frames: Vec<FrameCount>,
+}
+
+/// A problem with a scenario file.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("{location}{path}: {message}")]
+pub struct ScenarioError {
+    /// `file:line:column: ` when known, else `file: ` or empty.
+    pub location: String,
+    /// JSON path of the offending value (`hosts[1].client.target`).
+    pub path: String,
+    /// What is wrong.
+    pub message: String,
+}
+
+impl ScenarioError {
+    fn at(path: impl Into<String>, message: impl Into<String>) -> Self {
+        ScenarioError {
+            location: String::new(),
+            path: path.into(),
+            message: message.into(),
+        }
+    }
+}
+
+/// A parsed, validated scenario with everything the runner needs resolved.
+#[derive(Clone, Debug)]
+pub struct Loaded {
+    /// The scenario as written.
+    pub scenario: Scenario,
+    /// SHA-256 of the canonical JSON of the file, hex.
+    pub id: String,
+    /// Each host's protocol configuration, resolved (index = host index).
+    pub roles: Vec<Role>,
+}
+
+/// A host's resolved protocol role.
+#[derive(Clone, Debug)]
+pub enum Role {
+    /// Runs no protocol code.
+    Idle,
+    /// Runs the initiator against `target` (host index) : `port`.
+    Client {
+        /// Server host index.
+        target: usize,
+        /// Server port.
+        port: u16,
+        /// Start time.
+        start_ms: u64,
+        /// Resolved configuration.
+        config: InitiatorConfig,
+    },
+    /// Runs the responder on `port`.
+    Server {
+        /// Listening port.
+        port: u16,
+        /// Resolved configuration.
+        config: ResponderConfig,
+    },
+}
+
+impl Loaded {
+    /// Index of the host called `name`.
+    pub fn host_index(&self, name: &str) -> Option<usize> {
+        self.scenario.hosts.iter().position(|h| h.name == name)
+    }
+}
+
+/// The id of a scenario: SHA-256 (hex) of its canonical JSON (keys sorted,
+/// no insignificant whitespace).
+pub fn scenario_id(value: &serde_json::Value) -> String {
+    // serde_json's Map is a BTreeMap (no `preserve_order`), so serialising a
+    // Value sorts keys: that is the canonical form.
+    let canonical = serde_json::to_vec(value).unwrap_or_default();
+    hex::encode(Sha256::digest(&canonical))
+}
+
+/// Parse and validate scenario text. `origin` names the file in errors.
+///
+/// # Errors
+/// Every problem found, each with its JSON path (and line and column for
+/// syntax and type errors).
+pub fn parse(text: &str, origin: &str) -> Result<Loaded, Vec<ScenarioError>> {
+    let located = |e: &serde_json::Error| {
+        if e.line() == 0 {
+            format!("{origin}: ")
+        } else {
+            format!("{origin}:{}:{}: ", e.line(), e.column())
+        }
+    };
+    let value: serde_json::Value = serde_json::from_str(text).map_err(|e| {
+        vec![ScenarioError {
+            location: located(&e),
+            path: "$".into(),
+            message: e.to_string(),
+        }]
+    })?;
+    let mut de = serde_json::Deserializer::from_str(text);
+    let scenario: Scenario = serde_path_to_error::deserialize(&mut de).map_err(|e| {
+        let path = json_path(e.path());
+        let inner = e.into_inner();
+        vec![ScenarioError {
+            location: located(&inner),
+            path,
+            message: strip_position(&inner.to_string()),
+        }]
+    })?;
+    let roles = validate(&scenario).map_err(|mut errs| {
+        for e in &mut errs {
+            e.location = format!("{origin}: ");
+        }
+        errs
+    })?;
+    Ok(Loaded {
+        id: scenario_id(&value),
+        scenario,
+        roles,
+    })
+}
+
+/// Read, parse and validate a scenario file.
+///
+/// # Errors
+/// As [`parse`], plus an unreadable file.
+pub fn load(path: &Path) -> Result<Loaded, Vec<ScenarioError>> {
+    let origin = path.display().to_string();
+    let text = std::fs::read_to_string(path).map_err(|e| {
+        vec![ScenarioError {
+            location: format!("{origin}: "),
+            path: "$".into(),
+            message: format!("cannot read: {e}"),
+        }]
+    })?;
+    parse(&text, &origin)
+}
+
+fn json_path(p: &serde_path_to_error::Path) -> String {
+    use serde_path_to_error::Segment;
+    let mut s = String::from("$");
+    for seg in p.iter() {
+        match seg {
+            Segment::Seq { index } => s.push_str(&format!("[{index}]")),
+            Segment::Map { key } => s.push_str(&format!(".{key}")),
+            Segment::Enum { variant } => s.push_str(&format!(".{variant}")),
+            Segment::Unknown => s.push_str(".?"),
+        }
+    }
+    s
+}
+
+fn strip_position(msg: &str) -> String {
+    match msg.rfind(" at line ") {
+        Some(i) => msg[..i].to_string(),
+        None => msg.to_string(),
+    }
+}
+
+fn is_valid_name(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 64
+        && s.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+}
+
+/// Parse hex with optional whitespace.
+///
+/// # Errors
+/// A message naming the offending character position.
+pub fn parse_hex(s: &str) -> Result<Vec<u8>, String> {
+    let digits: String = s.chars().filter(|c| !c.is_whitespace()).collect();
+    if digits.len() % 2 != 0 {
+        return Err(format!("odd number of hex digits ({})", digits.len()));
+    }
+    hex::decode(&digits).map_err(|e| format!("not hex: {e}"))
+}
+
+fn merge(base: &serde_json::Map<String, serde_json::Value>, over: &serde_json::Map<String, serde_json::Value>) -> serde_json::Value {
+    let mut m = base.clone();
+    for (k, v) in over {
+        m.insert(k.clone(), v.clone());
+    }
+    serde_json::Value::Object(m)
+}
+
+fn typed_config<T: serde::de::DeserializeOwned>(value: serde_json::Value, path: &str) -> Result<T, ScenarioError> {
+    serde_path_to_error::deserialize(value).map_err(|e| {
+        let sub = json_path(e.path());
+        ScenarioError::at(format!("{path}{}", sub.trim_start_matches('$')), e.into_inner().to_string())
+    })
+}
+
+/// Semantic checks that typing cannot express. Returns each host's role.
+fn validate(s: &Scenario) -> Result<Vec<Role>, Vec<ScenarioError>> {
+    let mut errs = Vec::new();
+    if !is_valid_name(&s.name) {
+        errs.push(ScenarioError::at("$.name", format!("{:?} must be 1-64 letters, digits, '_' or '-'", s.name)));
+    }
+    if s.duration_ms == 0 {
+        errs.push(ScenarioError::at("$.duration_ms", "must be > 0"));
+    }
+    if s.hosts.is_empty() {
+        errs.push(ScenarioError::at("$.hosts", "at least one host is needed"));
+    }
+    if s.hosts.len() > 200 {
+        errs.push(ScenarioError::at("$.hosts", format!("{} hosts; at most 200 are supported", s.hosts.len())));
+    }
+    let names: BTreeMap<&str, usize> = s.hosts.iter().enumerate().map(|(i, h)| (h.name.as_str(), i)).collect();
+    let host = |name: &str, path: String, errs: &mut Vec<ScenarioError>| -> Option<usize> {
+        let i = names.get(name).copied();
+        if i.is_none() {
+            errs.push(ScenarioError::at(path, format!("no host named {name:?} (hosts: {})", names.keys().copied().collect::<Vec<_>>().join(", "))));
+        }
+        i
+    };
+    let mut roles = Vec::new();
+    for (i, h) in s.hosts.iter().enumerate() {
+        let p = format!("$.hosts[{i}]");
+        if !is_valid_name(&h.name) {
+            errs.push(ScenarioError::at(format!("{p}.name"), format!("{:?} must be 1-64 letters, digits, '_' or '-'", h.name)));
+        }
+        if names.get(h.name.as_str()) != Some(&i) {
+            errs.push(ScenarioError::at(format!("{p}.name"), format!("duplicate host name {:?}", h.name)));
+        }
+        let role = match (&h.client, &h.server) {
+            (Some(_), Some(_)) => {
+                errs.push(ScenarioError::at(p.clone(), "a host is a client or a server, not both"));
+                Role::Idle
+            }
+            (Some(c), None) => {
+                let target = host(&c.target, format!("{p}.client.target"), &mut errs);
+                if target.is_some_and(|t| s.hosts[t].server.is_none()) {
+                    errs.push(ScenarioError::at(format!("{p}.client.target"), format!("host {:?} is not a server", c.target)));
+                }
+                if c.start_ms >= s.duration_ms {
+                    errs.push(ScenarioError::at(format!("{p}.client.start_ms"), format!("{} is not before duration_ms {}", c.start_ms, s.duration_ms)));
+                }
+                let cp = format!("{p}.client.config");
+                match typed_config::<InitiatorConfig>(merge(&s.stream, &c.config), &cp) {
+                    Ok(config) => {
+                        if let Err(e) = config.validate() {
+                            errs.push(ScenarioError::at(cp, e.to_string()));
+                        }
+                        Role::Client { target: target.unwrap_or(0), port: c.port, start_ms: c.start_ms, config }
+                    }
+                    Err(e) => {
+                        errs.push(e);
+                        Role::Idle
+                    }
+                }
+            }
+            (None, Some(sv)) => {
+                let cp = format!("{p}.server.config");
+                match typed_config::<ResponderConfig>(merge(&s.stream, &sv.config), &cp) {
+                    Ok(config) => {
+                        if let Err(e) = config.validate() {
+                            errs.push(ScenarioError::at(cp, e.to_string()));
+                        }
+                        Role::Server { port: sv.port, config }
+                    }
+                    Err(e) => {
+                        errs.push(e);
+                        Role::Idle
+                    }
+                }
+            }
+            (None, None) => Role::Idle,
+        };
+        roles.push(role);
+    }
+    let mut seen_pairs = BTreeMap::new();
+    for (i, l) in s.links.iter().enumerate() {
+        let p = format!("$.links[{i}]");
+        let a = host(&l.a, format!("{p}.a"), &mut errs);
+        let b = host(&l.b, format!("{p}.b"), &mut errs);
+        if a.is_some() && a == b {
+            errs.push(ScenarioError::at(p.clone(), "a link joins two different hosts"));
+        }
+        if let (Some(a), Some(b)) = (a, b) {
+            if let Some(prev) = seen_pairs.insert((a.min(b), a.max(b)), i) {
+                errs.push(ScenarioError::at(p.clone(), format!("hosts {:?} and {:?} already have a link at $.links[{prev}]", l.a, l.b)));
+            }
+        }
+        if l.both.is_some() && (l.a_to_b.is_some() || l.b_to_a.is_some()) {
+            errs.push(ScenarioError::at(p.clone(), "give either `both` or `a_to_b`/`b_to_a`, not both forms"));
+        }
+        for (key, cfg) in [("both", &l.both), ("a_to_b", &l.a_to_b), ("b_to_a", &l.b_to_a)] {
+            if let Some(cfg) = cfg {
+                if let Err(e) = cfg.validate(&format!("{p}.{key}")) {
+                    errs.extend(e.into_iter().map(|e| ScenarioError::at("", e.to_string())));
+                }
+            }
+        }
+    }
+    if let Some(cfg) = &s.default_link {
+        if let Err(e) = cfg.validate("$.default_link") {
+            errs.extend(e.into_iter().map(|e| ScenarioError::at("", e.to_string())));
+        }
+    }
+    let mut last_at = 0;
+    for (i, t) in s.timeline.iter().enumerate() {
+        let p = format!("$.timeline[{i}]");
+        if t.at_ms > s.duration_ms {
+            errs.push(ScenarioError::at(format!("{p}.at_ms"), format!("{} is after duration_ms {}", t.at_ms, s.duration_ms)));
+        }
+        if t.at_ms < last_at {
+            errs.push(ScenarioError::at(format!("{p}.at_ms"), format!("{} is before the previous entry's {last_at}: keep the timeline in time order", t.at_ms)));
+        }
+        last_at = t.at_ms;
+        let actions = t.actions();
+        if actions.len() != 1 {
+            errs.push(ScenarioError::at(p.clone(), format!("exactly one action is needed (set_link, partition, repair, hold, release, crash, restart); found {}", actions.len())));
+        }
+        for a in actions {
+            match a {
+                Action::SetLink(x) => {
+                    host(&x.from, format!("{p}.set_link.from"), &mut errs);
+                    host(&x.to, format!("{p}.set_link.to"), &mut errs);
+                    if let Err(e) = x.config.validate(&format!("{p}.set_link.config")) {
+                        errs.extend(e.into_iter().map(|e| ScenarioError::at("", e.to_string())));
+                    }
+                }
+                Action::Partition(x) | Action::Repair(x) | Action::Hold(x) | Action::Release(x) => {
+                    let key = match a {
+                        Action::Partition(_) => "partition",
+                        Action::Repair(_) => "repair",
+                        Action::Hold(_) => "hold",
+                        _ => "release",
+                    };
+                    let f = host(&x.from, format!("{p}.{key}.from"), &mut errs);
+                    let to = host(&x.to, format!("{p}.{key}.to"), &mut errs);
+                    if f.is_some() && f == to {
+                        errs.push(ScenarioError::at(format!("{p}.{key}"), "from and to must differ"));
+                    }
+                }
+                Action::Crash(x) | Action::Restart(x) => {
+                    let key = if matches!(a, Action::Crash(_)) { "crash" } else { "restart" };
+                    host(&x.host, format!("{p}.{key}.host"), &mut errs);
+                }
+            }
+        }
+    }
+    for (i, r) in s.inject.rules.iter().enumerate() {
+        let p = format!("$.inject.rules[{i}]");
+        host(&r.from, format!("{p}.from"), &mut errs);
+        host(&r.to, format!("{p}.to"), &mut errs);
+        if r.matching.nth == Some(0) {
+            errs.push(ScenarioError::at(format!("{p}.match.nth"), "nth counts from 1"));
+        }
+        if r.matching.count.is_some() && r.matching.nth.is_none() {
+            errs.push(ScenarioError::at(format!("{p}.match.count"), "count needs nth"));
+        }
+        if r.matching.count == Some(0) {
+            errs.push(ScenarioError::at(format!("{p}.match.count"), "must be >= 1"));
+        }
+        if let RuleAction::Overwrite(o) = &r.action {
+            match parse_hex(&o.hex) {
+                Ok(b) if b.is_empty() => errs.push(ScenarioError::at(format!("{p}.action.overwrite.hex"), "no bytes")),
+                Ok(b) if o.offset + b.len() > 65_507 => {
+                    errs.push(ScenarioError::at(format!("{p}.action.overwrite"), "writes past the largest UDP datagram (65507 bytes)"))
+                }
+                Ok(_) => {}
+                Err(e) => errs.push(ScenarioError::at(format!("{p}.action.overwrite.hex"), e)),
+            }
+        }
+        if let RuleAction::Duplicate(n) = r.action {
+            if n == 0 || n > 16 {
+                errs.push(ScenarioError::at(format!("{p}.action.duplicate"), format!("{n} copies; give 1 to 16")));
+            }
+        }
+    }
+    for (i, d) in s.inject.datagrams.iter().enumerate() {
+        let p = format!("$.inject.datagrams[{i}]");
+        host(&d.from, format!("{p}.from"), &mut errs);
+        host(&d.to, format!("{p}.to"), &mut errs);
+        if d.at_ms > s.duration_ms {
+            errs.push(ScenarioError::at(format!("{p}.at_ms"), format!("{} is after duration_ms {}", d.at_ms, s.duration_ms)));
+        }
+        match (&d.hex, &d.frame) {
+            (Some(h), None) => match parse_hex(h) {
+                Ok(b) if b.len() > 65_507 => errs.push(ScenarioError::at(format!("{p}.hex"), format!("{} bytes is more than a UDP datagram holds", b.len()))),
+                Ok(_) => {}
+                Err(e) => errs.push(ScenarioError::at(format!("{p}.hex"), e)),
+            },
+            (None, Some(f)) => {
+                if f.pad_to.is_some_and(|n| n > 65_507) {
+                    errs.push(ScenarioError::at(format!("{p}.frame.pad_to"), "more than a UDP datagram holds"));
+                }
+                if f.reason.as_ref().is_some_and(|r| r.len() > 255) {
+                    errs.push(ScenarioError::at(format!("{p}.frame.reason"), "longer than 255 bytes"));
+                }
+            }
+            _ => errs.push(ScenarioError::at(p.clone(), "give exactly one of `hex` and `frame`")),
+        }
+        if let Some(f) = &d.flood {
+            if f.count == 0 || f.count > 100_000 {
+                errs.push(ScenarioError::at(format!("{p}.flood.count"), format!("{}: give 1 to 100000", f.count)));
+            }
+            if f.sources == 0 || f.sources > 20_000 {
+                errs.push(ScenarioError::at(format!("{p}.flood.sources"), format!("{}: give 1 to 20000", f.sources)));
+            }
+        }
+    }
+    for (name, he) in &s.expect.hosts {
+        let p = format!("$.expect.hosts.{name}");
+        let Some(i) = host(name, p.clone(), &mut errs) else { continue };
+        let is_client = s.hosts[i].client.is_some();
+        if !is_client && (he.outcome.is_some() || he.error.is_some() || he.time_to_stream_ms.is_some() || he.handshake.is_some()) {
+            errs.push(ScenarioError::at(p.clone(), "outcome, error, time_to_stream_ms and handshake apply to client hosts only"));
+        }
+        if he.error.is_some() && he.outcome == Some(OutcomeKind::Completed) {
+            errs.push(ScenarioError::at(format!("{p}.error"), "an error is only expected with outcome \"failed\""));
+        }
+    }
+    for (i, f) in s.expect.frames.iter().enumerate() {
+        let p = format!("$.expect.frames[{i}]");
+        if let Some(h) = &f.from {
+            host(h, format!("{p}.from"), &mut errs);
+        }
+        if let Some(h) = &f.to {
+            host(h, format!("{p}.to"), &mut errs);
+        }
+        if f.code.is_some() && f.kind != FrameKind::Error {
+            errs.push(ScenarioError::at(format!("{p}.code"), "only ERROR frames have a code"));
+        }
+    }
+    if errs.is_empty() { Ok(roles) } else { Err(errs) }
+}
