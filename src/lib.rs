@@ -16,3 +16,5 @@
 pub mod machine;
 pub mod seed;
 pub mod time;
+pub mod proto;
+pub mod wire;

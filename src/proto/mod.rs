@@ -1,0 +1,1 @@
+//! Sans-IO protocol machines (spec §3–§6).
