@@ -14,7 +14,7 @@
 //!   the simulator), with no protocol logic of its own.
 
 pub mod machine;
+pub mod proto;
 pub mod seed;
 pub mod time;
-pub mod proto;
 pub mod wire;

@@ -574,15 +574,21 @@ fn write_common(buf: &mut [u8], frame_type: FrameType, flags: Flags, stream_id: 
 }
 
 fn read_u16(b: &[u8], f: field::Field) -> Option<u16> {
-    b.get(f).and_then(|s| s.try_into().ok()).map(u16::from_be_bytes)
+    b.get(f)
+        .and_then(|s| s.try_into().ok())
+        .map(u16::from_be_bytes)
 }
 
 fn read_u32(b: &[u8], f: field::Field) -> Option<u32> {
-    b.get(f).and_then(|s| s.try_into().ok()).map(u32::from_be_bytes)
+    b.get(f)
+        .and_then(|s| s.try_into().ok())
+        .map(u32::from_be_bytes)
 }
 
 fn read_u64(b: &[u8], f: field::Field) -> Option<u64> {
-    b.get(f).and_then(|s| s.try_into().ok()).map(u64::from_be_bytes)
+    b.get(f)
+        .and_then(|s| s.try_into().ok())
+        .map(u64::from_be_bytes)
 }
 
 /// The frame type in byte 0, if there is a byte 0.
@@ -698,9 +704,10 @@ pub fn parse(b: &[u8]) -> Result<Frame<'_>, WireError> {
             );
             check_total(field::ERROR_MIN_LEN + rl + ext_len)?;
             let reason_bytes = b.get(field::error_reason(rl)).unwrap_or_default();
-            let reason = std::str::from_utf8(reason_bytes).map_err(|e| WireError::ReasonNotUtf8 {
-                offset: field::ERROR_REASON + e.valid_up_to(),
-            })?;
+            let reason =
+                std::str::from_utf8(reason_bytes).map_err(|e| WireError::ReasonNotUtf8 {
+                    offset: field::ERROR_REASON + e.valid_up_to(),
+                })?;
             let area = b.get(ext_field.end..).unwrap_or_default();
             check_tlvs(area, frame_type, ext_field.end)?;
             Ok(Frame::Error(ErrorFrame {

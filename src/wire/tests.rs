@@ -7,7 +7,8 @@ fn vectors() -> Vec<(Vec<u8>, Frame<'static>)> {
     const START_EXT: &[u8] = &[0x00, 0x01, 0x00, 0x04, 0, 0, 0, 0];
     vec![
         (
-            hex::decode("01010001_0123456789abcdef_0008_0001000400000000".replace('_', "")).unwrap(),
+            hex::decode("01010001_0123456789abcdef_0008_0001000400000000".replace('_', ""))
+                .unwrap(),
             Frame::Start(Control {
                 flags: Flags::ACK_REQUIRED,
                 stream_id: SID,
@@ -31,7 +32,8 @@ fn vectors() -> Vec<(Vec<u8>, Frame<'static>)> {
             }),
         ),
         (
-            hex::decode("04010000_0123456789abcdef_0005_04_62757379_0000".replace('_', "")).unwrap(),
+            hex::decode("04010000_0123456789abcdef_0005_04_62757379_0000".replace('_', ""))
+                .unwrap(),
             Frame::Error(ErrorFrame {
                 flags: Flags::EMPTY,
                 stream_id: SID,
@@ -69,7 +71,10 @@ fn vectors_parse_and_emit() {
         let mut buf = vec![0xa5; bytes.len() + 7];
         assert_eq!(frame.emit(&mut buf), Ok(bytes.len()));
         assert_eq!(&buf[..bytes.len()], &bytes[..]);
-        assert!(buf[bytes.len()..].iter().all(|&b| b == 0xa5), "wrote past the end");
+        assert!(
+            buf[bytes.len()..].iter().all(|&b| b == 0xa5),
+            "wrote past the end"
+        );
         assert_eq!(peek_type(&bytes), Some(frame.frame_type()));
         assert_eq!(peek_stream_id(&bytes), Some(SID));
     }
@@ -94,7 +99,9 @@ fn every_truncation_is_truncated() {
         for len in 0..limit {
             match parse(&bytes[..len]) {
                 Err(WireError::Truncated {
-                    frame_type, got, needed,
+                    frame_type,
+                    got,
+                    needed,
                 }) => {
                     assert_eq!(got, len);
                     assert!(needed > len);
@@ -106,7 +113,9 @@ fn every_truncation_is_truncated() {
             }
         }
         for len in limit..bytes.len() {
-            assert!(matches!(parse(&bytes[..len]), Ok(Frame::Data(d)) if d.payload.len() == len - 28));
+            assert!(
+                matches!(parse(&bytes[..len]), Ok(Frame::Data(d)) if d.payload.len() == len - 28)
+            );
         }
     }
 }
@@ -165,7 +174,10 @@ fn precise_errors() {
     assert_eq!(parse(&err), Err(WireError::ReasonNotUtf8 { offset: 16 }));
     let (mut data, _) = vectors().pop().unwrap();
     data[field::INDEX.end - 1] = 3;
-    assert_eq!(parse(&data), Err(WireError::IndexOutOfRange { index: 3, count: 3 }));
+    assert_eq!(
+        parse(&data),
+        Err(WireError::IndexOutOfRange { index: 3, count: 3 })
+    );
     assert_eq!(
         WireError::Truncated {
             frame_type: Some(FrameType::Data),
@@ -179,7 +191,8 @@ fn precise_errors() {
 
 #[test]
 fn unknown_tlvs_and_reserved_flags_round_trip() {
-    let b = hex::decode("0101ff01_0123456789abcdef_000a_7777000201ff_00010000".replace('_', "")).unwrap();
+    let b = hex::decode("0101ff01_0123456789abcdef_000a_7777000201ff_00010000".replace('_', ""))
+        .unwrap();
     let f = parse(&b).unwrap();
     let Frame::Start(c) = f else { panic!() };
     assert_eq!(c.flags, Flags(0xff01));
@@ -187,8 +200,14 @@ fn unknown_tlvs_and_reserved_flags_round_trip() {
     assert_eq!(
         tlvs,
         vec![
-            Tlv { tlv_type: 0x7777, value: &[0x01, 0xff] },
-            Tlv { tlv_type: tlv::PADDING, value: &[] }
+            Tlv {
+                tlv_type: 0x7777,
+                value: &[0x01, 0xff]
+            },
+            Tlv {
+                tlv_type: tlv::PADDING,
+                value: &[]
+            }
         ]
     );
     let mut out = vec![0xa5; b.len()];
@@ -215,22 +234,28 @@ fn pattern_is_little_endian_counter() {
     assert_eq!(b[1..3], [0, 0]); // wraps to 0
     assert_eq!(
         verify_pattern(&[0, 0, 9], 0),
-        Err(PatternMismatch { position: 2, expected: 1, got: 9 })
+        Err(PatternMismatch {
+            position: 2,
+            expected: 1,
+            got: 9
+        })
     );
 }
 
 fn tlv_area() -> impl Strategy<Value = Vec<u8>> {
-    prop::collection::vec((any::<u16>(), prop::collection::vec(any::<u8>(), 0..12)), 0..4).prop_map(
-        |tlvs| {
-            let mut out = Vec::new();
-            for (t, v) in tlvs {
-                out.extend_from_slice(&t.to_be_bytes());
-                out.extend_from_slice(&(v.len() as u16).to_be_bytes());
-                out.extend_from_slice(&v);
-            }
-            out
-        },
+    prop::collection::vec(
+        (any::<u16>(), prop::collection::vec(any::<u8>(), 0..12)),
+        0..4,
     )
+    .prop_map(|tlvs| {
+        let mut out = Vec::new();
+        for (t, v) in tlvs {
+            out.extend_from_slice(&t.to_be_bytes());
+            out.extend_from_slice(&(v.len() as u16).to_be_bytes());
+            out.extend_from_slice(&v);
+        }
+        out
+    })
 }
 
 #[derive(Debug, Clone)]
@@ -279,8 +304,15 @@ impl Owned {
 
 fn owned_frame() -> impl Strategy<Value = Owned> {
     prop_oneof![
-        (0u8..3, any::<u16>(), any::<u64>(), tlv_area()).prop_map(|(t, f, s, e)| Owned::Control(t, f, s, e)),
-        (any::<u16>(), any::<u64>(), any::<u16>(), "\\PC{0,20}", tlv_area())
+        (0u8..3, any::<u16>(), any::<u64>(), tlv_area())
+            .prop_map(|(t, f, s, e)| Owned::Control(t, f, s, e)),
+        (
+            any::<u16>(),
+            any::<u64>(),
+            any::<u16>(),
+            "\\PC{0,20}",
+            tlv_area()
+        )
             .prop_map(|(f, s, c, r, e)| Owned::Error(f, s, c, r, e)),
         (
             any::<u16>(),
@@ -290,9 +322,8 @@ fn owned_frame() -> impl Strategy<Value = Owned> {
             any::<u64>(),
             prop::collection::vec(any::<u8>(), 1..64)
         )
-            .prop_flat_map(|(f, s, q, count, ts, p)| (0..count).prop_map(move |i| {
-                Owned::Data(f, s, q, i, count, ts, p.clone())
-            })),
+            .prop_flat_map(|(f, s, q, count, ts, p)| (0..count)
+                .prop_map(move |i| { Owned::Data(f, s, q, i, count, ts, p.clone()) })),
     ]
 }
 
