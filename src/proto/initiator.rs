@@ -383,14 +383,15 @@ impl Initiator {
                     });
                 }
                 (InitiatorState::ExpectStartAck, Frame::StartAck(_)) => {
-                    // spec §3.1: the echoed id must match; tell the responder
-                    // under the id it knows.
+                    // spec §3.1: the echoed id must match. The ERROR carries
+                    // our own id, the one the responder's session was
+                    // created with.
                     self.fail(
                         StreamError::StreamIdMismatch {
                             expected: self.stream_id,
                             got: sid,
                         },
-                        sid,
+                        self.stream_id,
                     );
                 }
                 _ => self.stats.ignored_datagrams += 1,

@@ -430,16 +430,19 @@ impl Responder {
         &mut self,
         now: SimTime,
         from: SocketAddr,
-        len: usize,
+        datagram: &[u8],
         parsed: Result<Frame<'_>, WireError>,
     ) {
         let ctx = &mut self.ctx;
+        let len = datagram.len();
         let frame = match parsed {
             Ok(f) => f,
             Err(e) => {
                 ctx.stats.malformed_received += 1;
                 let code = malformed_code(e);
-                ctx.queue_error(from, None, len, 0, code);
+                // spec §8.4: echo the stream id if the datagram has one.
+                let sid = wire::peek_stream_id(datagram).unwrap_or(0);
+                ctx.queue_error(from, None, len, sid, code);
                 return;
             }
         };
@@ -710,7 +713,7 @@ impl Machine for Responder {
                 return;
             }
         }
-        self.on_no_session(now, from, len, parsed);
+        self.on_no_session(now, from, datagram, parsed);
     }
 
     fn handle_timeout(&mut self, now: SimTime) {
