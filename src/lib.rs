@@ -16,5 +16,7 @@
 #[cfg(feature = "runtime")]
 pub mod driver;
 pub mod machine;
+pub mod proto;
 pub mod seed;
 pub mod time;
+pub mod wire;
