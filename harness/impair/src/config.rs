@@ -89,6 +89,19 @@ pub enum Distribution {
     Paretonormal,
 }
 
+impl Distribution {
+    /// The 4096-entry inverse-CDF table netem uses for this distribution
+    /// (σ-units × 8192, as iproute2 generates it), or `None` for `uniform`.
+    pub fn table(self) -> Option<&'static [i16]> {
+        match self {
+            Distribution::Uniform => None,
+            Distribution::Normal => Some(crate::tables::normal()),
+            Distribution::Pareto => Some(crate::tables::pareto()),
+            Distribution::Paretonormal => Some(crate::tables::paretonormal()),
+        }
+    }
+}
+
 /// A loss model, tagged by `model`.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(tag = "model", rename_all = "snake_case", deny_unknown_fields)]

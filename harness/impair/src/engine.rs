@@ -7,7 +7,7 @@ use rand_chacha::ChaCha20Rng;
 use streamlab::seed::named_rng;
 use streamlab::time::SimTime;
 
-use crate::config::{CorruptMode, Distribution, LinkConfig, delay_ns};
+use crate::config::{CorruptMode, LinkConfig, delay_ns};
 use crate::decision::{CopyFate, CopyIndex, Corruption, DelayBreakdown, DropReason, PacketId, Verdict};
 use crate::error::ConfigErrors;
 use crate::loss::{LossModel, LossState, fires, threshold};
@@ -84,12 +84,7 @@ impl Resolved {
             Some(d) => (
                 delay_ns(d.base_ms),
                 i32::try_from(delay_ns(d.jitter_ms)).expect("validated: jitter ≤ INT_MAX ns"),
-                match d.distribution {
-                    Distribution::Uniform => None,
-                    Distribution::Normal => Some(tables::normal()),
-                    Distribution::Pareto => Some(tables::pareto()),
-                    Distribution::Paretonormal => Some(tables::paretonormal()),
-                },
+                d.distribution.table(),
             ),
         };
         Ok(Resolved {
