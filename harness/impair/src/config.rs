@@ -1,0 +1,566 @@
+//! JSON configuration of one direction of a link, its validation and presets.
+//!
+//! Every struct denies unknown fields; units are in key names. A config may
+//! name a [`Preset`]; any top-level field given next to it replaces the
+//! preset's field as a whole (`"delay": {…}` replaces the preset's delay
+//! object, it is not merged key by key).
+
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+use crate::error::ConfigError;
+
+/// The configuration of one direction of a link.
+///
+/// ```json
+/// {"preset":"wifi",
+///  "delay":{"base_ms":20.0,"jitter_ms":5.0,"distribution":"normal"},
+///  "loss":{"model":"gilbert_elliott","p":0.01,"r":0.3,"one_minus_h":1.0,"one_minus_k":0.0},
+///  "duplicate":{"probability":0.01},
+///  "corrupt":{"probability":0.01,"mode":"checksum"},
+///  "reorder":{"probability":0.25,"gap":5},
+///  "rate":{"bytes_per_second":125000,"packet_overhead_bytes":28},
+///  "queue_limit_packets":1000,
+///  "mtu_bytes":1500}
+/// ```
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct LinkConfig {
+    /// A named preset; the other fields given here replace the preset's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub preset: Option<Preset>,
+    /// Delay and jitter (netem `delay`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub delay: Option<DelayConfig>,
+    /// Loss model (netem `loss`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub loss: Option<LossConfig>,
+    /// Duplication (netem `duplicate`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub duplicate: Option<DuplicateConfig>,
+    /// Single-bit corruption (netem `corrupt`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub corrupt: Option<CorruptConfig>,
+    /// Reordering by skipping the delay (netem `reorder … gap`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reorder: Option<ReorderConfig>,
+    /// Serialisation rate (netem `rate`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rate: Option<RateConfig>,
+    /// Tail-drop limit of the link queue, packets (netem `limit`, default
+    /// 1000).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub queue_limit_packets: Option<u32>,
+    /// Largest IP packet the link carries, bytes. A datagram of `n` payload
+    /// bytes is `n + 28` bytes on the wire (IPv4 + UDP headers); larger ones
+    /// are dropped. No limit when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mtu_bytes: Option<u32>,
+}
+
+/// Delay with jitter: each packet waits `base + jitter`, jitter drawn from
+/// `distribution` scaled by `jitter_ms` (netem.md §3.1–3.2).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct DelayConfig {
+    /// Base (mean) delay, ms. Resolution 1 µs.
+    pub base_ms: f64,
+    /// Jitter, ms: the half-width for `uniform`, σ for the tables. At most
+    /// 2147.483 ms (the kernel caps jitter at `INT_MAX` ns). Resolution 1 µs.
+    #[serde(default)]
+    pub jitter_ms: f64,
+    /// Jitter distribution (default `uniform`, as netem).
+    #[serde(default)]
+    pub distribution: Distribution,
+}
+
+/// netem's jitter distributions.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum Distribution {
+    /// Uniform on `[base − jitter, base + jitter)`; netem's default.
+    #[default]
+    Uniform,
+    /// iproute2's `normal` table (clipped at about ±4σ).
+    Normal,
+    /// iproute2's `pareto` table (shape 3, shifted to mean 0).
+    Pareto,
+    /// iproute2's `paretonormal` table (0.25 normal + 0.75 pareto).
+    Paretonormal,
+}
+
+impl Distribution {
+    /// The 4096-entry inverse-CDF table netem uses for this distribution
+    /// (σ-units × 8192, as iproute2 generates it), or `None` for `uniform`.
+    pub fn table(self) -> Option<&'static [i16]> {
+        match self {
+            Distribution::Uniform => None,
+            Distribution::Normal => Some(crate::tables::normal()),
+            Distribution::Pareto => Some(crate::tables::pareto()),
+            Distribution::Paretonormal => Some(crate::tables::paretonormal()),
+        }
+    }
+}
+
+/// A loss model, tagged by `model`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(tag = "model", rename_all = "snake_case", deny_unknown_fields)]
+pub enum LossConfig {
+    /// i.i.d. loss: `{"model":"random","probability":0.01}`.
+    Random {
+        /// Loss probability per packet.
+        probability: f64,
+    },
+    /// Gilbert–Elliott exactly as netem's `loss gemodel p r 1-h 1-k`:
+    /// `{"model":"gilbert_elliott","p":0.01,"r":0.3,"one_minus_h":1.0,"one_minus_k":0.0}`.
+    /// Defaults: `r = 1 − p`, `one_minus_h = 1`, `one_minus_k = 0`.
+    GilbertElliott {
+        /// Good → Bad transition probability.
+        p: f64,
+        /// Bad → Good transition probability (default `1 − p`).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        r: Option<f64>,
+        /// Loss probability in Bad (default 1).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        one_minus_h: Option<f64>,
+        /// Loss probability in Good (default 0).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        one_minus_k: Option<f64>,
+    },
+    /// 4-state Markov model exactly as netem's `loss state p13 p31 p32 p23 p14`:
+    /// `{"model":"four_state","p13":0.05,"p31":0.7,"p32":0.1,"p23":0.2,"p14":0.01}`.
+    /// Defaults: `p31 = 1 − p13`, `p32 = 0`, `p23 = 1`, `p14 = 0`
+    /// (Bernoulli(p13)).
+    FourState {
+        /// Gap → burst-loss.
+        p13: f64,
+        /// Burst-loss → gap (default `1 − p13`).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        p31: Option<f64>,
+        /// Burst-loss → burst-received (default 0).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        p32: Option<f64>,
+        /// Burst-received → burst-loss (default 1).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        p23: Option<f64>,
+        /// Gap → isolated loss (default 0).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        p14: Option<f64>,
+    },
+    /// Bursty loss by mean rate and mean burst length, mapped onto a simple
+    /// Gilbert–Elliott chain (`1−h = 1`, `1−k = 0`, `r = 1/mean_burst_len`,
+    /// `p = r·loss_rate/(1 − loss_rate)`):
+    /// `{"model":"burst","loss_rate":0.02,"mean_burst_len":3.0}`.
+    Burst {
+        /// Long-run fraction of packets lost, in `[0, 1)`.
+        loss_rate: f64,
+        /// Mean number of consecutive losses, ≥ 1.
+        mean_burst_len: f64,
+    },
+    /// netem's correlated random loss `loss P C`, reproducing the kernel's
+    /// `get_crandom` arithmetic, including its flaw (netem.md §5):
+    /// `{"model":"netem_compat","probability":0.1,"correlation":0.25}`.
+    /// [`LinkConfig::warnings`] states the effective rate.
+    NetemCompat {
+        /// Configured loss probability.
+        probability: f64,
+        /// Configured correlation.
+        correlation: f64,
+    },
+}
+
+/// Duplication: `{"probability":0.01}`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct DuplicateConfig {
+    /// Probability that a packet is sent twice.
+    pub probability: f64,
+}
+
+/// Corruption: `{"probability":0.01,"mode":"checksum"}`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CorruptConfig {
+    /// Probability that a copy gets one bit flipped.
+    pub probability: f64,
+    /// Whether the receiver's UDP checksum catches it (default `checksum`).
+    #[serde(default)]
+    pub mode: CorruptMode,
+}
+
+/// What happens to a corrupted datagram at the receiver.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum CorruptMode {
+    /// The receiver's UDP checksum catches the flip; the host discards it.
+    #[default]
+    Checksum,
+    /// The corrupted datagram reaches the application.
+    Deliver,
+}
+
+/// netem's `reorder P gap N`: `{"probability":0.25,"gap":5}`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ReorderConfig {
+    /// Probability that an eligible packet skips the delay.
+    pub probability: f64,
+    /// Only every `gap`-th packet is eligible (default 1, as netem).
+    #[serde(default = "default_gap")]
+    pub gap: u32,
+}
+
+fn default_gap() -> u32 {
+    1
+}
+
+/// Serialisation rate: `{"bytes_per_second":125000,"packet_overhead_bytes":28}`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RateConfig {
+    /// Link rate, bytes per second.
+    pub bytes_per_second: u64,
+    /// Bytes added to each payload before computing its transmit time
+    /// (default 28: IPv4 + UDP headers). May be negative.
+    #[serde(default = "default_overhead")]
+    pub packet_overhead_bytes: i64,
+    /// Optional cell size (e.g. 48 for ATM): length is rounded up to whole
+    /// cells.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cell_size_bytes: Option<u32>,
+    /// Overhead per cell (e.g. 5 for ATM), used with `cell_size_bytes`.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub cell_overhead_bytes: i64,
+}
+
+fn default_overhead() -> i64 {
+    crate::IP_UDP_HEADER_BYTES as i64
+}
+
+fn is_zero(v: &i64) -> bool {
+    *v == 0
+}
+
+/// Named link presets. Numbers start from the comcast profiles (netem.md
+/// §6); latency is one-way added delay. See the crate docs for the table.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum Preset {
+    /// 0.1 ms, no jitter, 1 Gbit/s, no loss.
+    Lan,
+    /// 40 ms ± 5 ms normal, 30 Mbit/s, bursty loss 0.2 % (mean burst 2).
+    Wifi,
+    /// 50 ms ± 10 ms normal, 10 Mbit/s, bursty loss 0.5 % (mean burst 2).
+    Lte,
+    /// 250 ms ± 25 ms normal, 750 kbit/s, random loss 1.5 %.
+    #[serde(rename = "3g")]
+    ThreeG,
+    /// 500 ms ± 50 ms normal, 50 kbit/s, random loss 2 %.
+    Gprs,
+    /// 40 ms ± 2 ms uniform, 8 Mbit/s, random loss 0.5 %.
+    Dsl,
+    /// 70 ms ± 5 ms normal, 2 Mbit/s, bursty loss 2 % (mean burst 3).
+    LossyDsl,
+    /// 300 ms ± 10 ms uniform (geostationary one-way), 2 Mbit/s, random loss
+    /// 0.2 %.
+    Satellite,
+}
+
+impl Preset {
+    /// Every preset, in documentation order.
+    pub const ALL: [Preset; 8] = [
+        Preset::Lan,
+        Preset::Wifi,
+        Preset::Lte,
+        Preset::ThreeG,
+        Preset::Gprs,
+        Preset::Dsl,
+        Preset::LossyDsl,
+        Preset::Satellite,
+    ];
+
+    /// The preset's JSON name.
+    pub fn name(self) -> &'static str {
+        match self {
+            Preset::Lan => "lan",
+            Preset::Wifi => "wifi",
+            Preset::Lte => "lte",
+            Preset::ThreeG => "3g",
+            Preset::Gprs => "gprs",
+            Preset::Dsl => "dsl",
+            Preset::LossyDsl => "lossy_dsl",
+            Preset::Satellite => "satellite",
+        }
+    }
+
+    /// The preset as a full config (no `preset` field).
+    pub fn config(self) -> LinkConfig {
+        fn delay(base_ms: f64, jitter_ms: f64, distribution: Distribution) -> Option<DelayConfig> {
+            Some(DelayConfig { base_ms, jitter_ms, distribution })
+        }
+        fn rate(bytes_per_second: u64) -> Option<RateConfig> {
+            Some(RateConfig {
+                bytes_per_second,
+                packet_overhead_bytes: default_overhead(),
+                cell_size_bytes: None,
+                cell_overhead_bytes: 0,
+            })
+        }
+        fn random(probability: f64) -> Option<LossConfig> {
+            Some(LossConfig::Random { probability })
+        }
+        fn burst(loss_rate: f64, mean_burst_len: f64) -> Option<LossConfig> {
+            Some(LossConfig::Burst { loss_rate, mean_burst_len })
+        }
+        use Distribution::{Normal, Uniform};
+        let (delay, rate, loss) = match self {
+            Preset::Lan => (delay(0.1, 0.0, Uniform), rate(125_000_000), None),
+            Preset::Wifi => (delay(40.0, 5.0, Normal), rate(3_750_000), burst(0.002, 2.0)),
+            Preset::Lte => (delay(50.0, 10.0, Normal), rate(1_250_000), burst(0.005, 2.0)),
+            Preset::ThreeG => (delay(250.0, 25.0, Normal), rate(93_750), random(0.015)),
+            Preset::Gprs => (delay(500.0, 50.0, Normal), rate(6_250), random(0.02)),
+            Preset::Dsl => (delay(40.0, 2.0, Uniform), rate(1_000_000), random(0.005)),
+            Preset::LossyDsl => (delay(70.0, 5.0, Normal), rate(250_000), burst(0.02, 3.0)),
+            Preset::Satellite => (delay(300.0, 10.0, Uniform), rate(250_000), random(0.002)),
+        };
+        LinkConfig {
+            preset: None,
+            delay,
+            loss,
+            duplicate: None,
+            corrupt: None,
+            reorder: None,
+            rate,
+            queue_limit_packets: Some(DEFAULT_QUEUE_LIMIT),
+            mtu_bytes: Some(1500),
+        }
+    }
+}
+
+/// netem's default queue limit, packets.
+pub const DEFAULT_QUEUE_LIMIT: u32 = 1000;
+
+/// The kernel caps jitter at `INT_MAX` ns.
+const MAX_JITTER_NS: f64 = i32::MAX as f64;
+
+fn join(path: &str, field: &str) -> String {
+    if path.is_empty() { field.to_string() } else { format!("{path}.{field}") }
+}
+
+fn check_prob(errs: &mut Vec<ConfigError>, path: &str, field: &str, value: f64) {
+    let path = join(path, field);
+    if !value.is_finite() {
+        errs.push(ConfigError::NotFinite { path, value });
+    } else if !(0.0..=1.0).contains(&value) {
+        errs.push(ConfigError::ProbabilityOutOfRange { path, value });
+    }
+}
+
+impl LinkConfig {
+    /// The preset (if any) with this config's fields laid over it.
+    pub fn resolved(&self) -> LinkConfig {
+        let base = self.preset.map(Preset::config).unwrap_or_default();
+        LinkConfig {
+            preset: None,
+            delay: self.delay.clone().or(base.delay),
+            loss: self.loss.clone().or(base.loss),
+            duplicate: self.duplicate.clone().or(base.duplicate),
+            corrupt: self.corrupt.clone().or(base.corrupt),
+            reorder: self.reorder.clone().or(base.reorder),
+            rate: self.rate.clone().or(base.rate),
+            queue_limit_packets: self.queue_limit_packets.or(base.queue_limit_packets),
+            mtu_bytes: self.mtu_bytes.or(base.mtu_bytes),
+        }
+    }
+
+    /// Checks every field (after applying the preset). `path` is the JSON
+    /// path of this object, used as the prefix of every error's path, e.g.
+    /// `links[0].a_to_b` gives `links[0].a_to_b.loss.p: probability 1.5 is
+    /// outside [0, 1]`.
+    ///
+    /// # Errors
+    /// Every problem found, in field order.
+    pub fn validate(&self, path: &str) -> Result<(), Vec<ConfigError>> {
+        let c = self.resolved();
+        let mut errs = Vec::new();
+        if let Some(d) = &c.delay {
+            let p = join(path, "delay");
+            for (field, v) in [("base_ms", d.base_ms), ("jitter_ms", d.jitter_ms)] {
+                let fp = join(&p, field);
+                if !v.is_finite() {
+                    errs.push(ConfigError::NotFinite { path: fp, value: v });
+                } else if v < 0.0 {
+                    errs.push(ConfigError::NegativeDelay { path: fp, value: v });
+                }
+            }
+            if d.jitter_ms.is_finite() && (d.jitter_ms * 1e6).round() > MAX_JITTER_NS {
+                errs.push(ConfigError::JitterTooLarge { path: join(&p, "jitter_ms"), value: d.jitter_ms });
+            }
+            if d.base_ms.is_finite() && d.base_ms * 1e6 > i64::MAX as f64 / 4.0 {
+                errs.push(ConfigError::DelayTooLarge { path: join(&p, "base_ms"), value: d.base_ms });
+            }
+        }
+        if let Some(l) = &c.loss {
+            let p = join(path, "loss");
+            match *l {
+                LossConfig::Random { probability } => check_prob(&mut errs, &p, "probability", probability),
+                LossConfig::GilbertElliott { p: pp, r, one_minus_h, one_minus_k } => {
+                    check_prob(&mut errs, &p, "p", pp);
+                    for (f, v) in [("r", r), ("one_minus_h", one_minus_h), ("one_minus_k", one_minus_k)] {
+                        if let Some(v) = v {
+                            check_prob(&mut errs, &p, f, v);
+                        }
+                    }
+                }
+                LossConfig::FourState { p13, p31, p32, p23, p14 } => {
+                    check_prob(&mut errs, &p, "p13", p13);
+                    for (f, v) in [("p31", p31), ("p32", p32), ("p23", p23), ("p14", p14)] {
+                        if let Some(v) = v {
+                            check_prob(&mut errs, &p, f, v);
+                        }
+                    }
+                    let p14v = p14.unwrap_or(0.0);
+                    if p13 + p14v > 1.0 + 1e-12 {
+                        errs.push(ConfigError::ProbabilitySum {
+                            path: p.clone(),
+                            fields: "p13 + p14",
+                            sum: p13 + p14v,
+                        });
+                    }
+                    let (p31v, p32v) = (p31.unwrap_or(1.0 - p13), p32.unwrap_or(0.0));
+                    if p31v + p32v > 1.0 + 1e-12 {
+                        errs.push(ConfigError::ProbabilitySum {
+                            path: p.clone(),
+                            fields: "p31 + p32",
+                            sum: p31v + p32v,
+                        });
+                    }
+                }
+                LossConfig::Burst { loss_rate, mean_burst_len } => {
+                    let lp = join(&p, "loss_rate");
+                    let bp = join(&p, "mean_burst_len");
+                    if !loss_rate.is_finite() {
+                        errs.push(ConfigError::NotFinite { path: lp, value: loss_rate });
+                    } else if !(0.0..1.0).contains(&loss_rate) {
+                        errs.push(ConfigError::LossRateOutOfRange { path: lp, value: loss_rate });
+                    } else if !mean_burst_len.is_finite() {
+                        errs.push(ConfigError::NotFinite { path: bp, value: mean_burst_len });
+                    } else if mean_burst_len < 1.0 {
+                        errs.push(ConfigError::BurstTooShort { path: bp, value: mean_burst_len });
+                    } else {
+                        let max = mean_burst_len / (1.0 + mean_burst_len);
+                        if loss_rate > max {
+                            errs.push(ConfigError::BurstInfeasible {
+                                path: p.clone(),
+                                loss_rate,
+                                mean_burst_len,
+                                max_loss_rate: max,
+                            });
+                        }
+                    }
+                }
+                LossConfig::NetemCompat { probability, correlation } => {
+                    check_prob(&mut errs, &p, "probability", probability);
+                    check_prob(&mut errs, &p, "correlation", correlation);
+                }
+            }
+        }
+        if let Some(d) = &c.duplicate {
+            check_prob(&mut errs, &join(path, "duplicate"), "probability", d.probability);
+        }
+        if let Some(d) = &c.corrupt {
+            check_prob(&mut errs, &join(path, "corrupt"), "probability", d.probability);
+        }
+        if let Some(r) = &c.reorder {
+            let p = join(path, "reorder");
+            check_prob(&mut errs, &p, "probability", r.probability);
+            if r.gap < 1 {
+                errs.push(ConfigError::TooSmall { path: join(&p, "gap"), value: r.gap as u64, min: 1 });
+            }
+            let has_delay = c.delay.as_ref().is_some_and(|d| d.base_ms.is_finite() && delay_ns(d.base_ms) > 0);
+            if !has_delay {
+                errs.push(ConfigError::ReorderWithoutDelay { path: p });
+            }
+        }
+        if let Some(r) = &c.rate {
+            let p = join(path, "rate");
+            if r.bytes_per_second < 1 {
+                errs.push(ConfigError::TooSmall { path: join(&p, "bytes_per_second"), value: 0, min: 1 });
+            }
+            if r.cell_size_bytes == Some(0) {
+                errs.push(ConfigError::TooSmall { path: join(&p, "cell_size_bytes"), value: 0, min: 1 });
+            }
+        }
+        if c.queue_limit_packets == Some(0) {
+            errs.push(ConfigError::TooSmall { path: join(path, "queue_limit_packets"), value: 0, min: 1 });
+        }
+        if c.mtu_bytes == Some(0) {
+            errs.push(ConfigError::TooSmall { path: join(path, "mtu_bytes"), value: 0, min: 1 });
+        }
+        if errs.is_empty() { Ok(()) } else { Err(errs) }
+    }
+
+    /// Things that are valid but probably not what was meant, one sentence
+    /// each: above all, the effective rate of `netem_compat` correlated loss.
+    /// Assumes the config is valid (call [`LinkConfig::validate`] first).
+    pub fn warnings(&self) -> Vec<String> {
+        let c = self.resolved();
+        let mut w = Vec::new();
+        if let Some(LossConfig::NetemCompat { probability, correlation }) = c.loss {
+            let (rate, burst) = crate::loss::netem_compat_effective(probability, correlation);
+            w.push(format!(
+                "loss.netem_compat: `loss {}% {}%` behaves as about {} loss (mean burst {:.2}) with the kernel's \
+                 correlation arithmetic (netem.md §5); use gilbert_elliott or burst for bursty loss",
+                fmt_pct(probability),
+                fmt_pct(correlation),
+                fmt_rate(rate),
+                burst
+            ));
+        }
+        if let Some(d) = &c.delay {
+            if d.distribution != Distribution::Uniform && delay_ns(d.jitter_ms) == 0 {
+                w.push(format!(
+                    "delay.distribution: `{}` has no effect without jitter_ms",
+                    serde_json::to_value(d.distribution).ok().and_then(|v| v.as_str().map(str::to_owned)).unwrap_or_default()
+                ));
+            }
+            if delay_ns(d.jitter_ms) > 0 && c.rate.is_none() {
+                w.push(
+                    "delay.jitter_ms: without a rate, packets sent closer together than the jitter range overtake \
+                     each other, as in netem's time-ordered queue"
+                        .to_string(),
+                );
+            }
+        }
+        if let Some(LossConfig::GilbertElliott { p, r: None, .. }) = c.loss {
+            if p > 0.0 {
+                w.push(format!(
+                    "loss.r: defaulted to 1 − p = {} as current tc does, which makes the model Bernoulli({p}) lagged \
+                     by one packet",
+                    1.0 - p
+                ));
+            }
+        }
+        w
+    }
+}
+
+fn fmt_pct(p: f64) -> String {
+    let s = format!("{:.4}", p * 100.0);
+    s.trim_end_matches('0').trim_end_matches('.').to_string()
+}
+
+fn fmt_rate(r: f64) -> String {
+    if r == 0.0 {
+        "0 %".to_string()
+    } else if r < 1e-5 {
+        format!("{:.2e} %", r * 100.0)
+    } else {
+        format!("{:.3} %", r * 100.0)
+    }
+}
+
+/// Milliseconds (f64) → whole nanoseconds at 1 µs resolution.
+pub(crate) fn delay_ns(ms: f64) -> i64 {
+    ((ms * 1000.0).round() as i64).saturating_mul(1000)
+}

@@ -1,0 +1,280 @@
+//! Realised statistics of a link direction, to be reported next to the
+//! configured values.
+
+use std::collections::BTreeMap;
+
+use serde::Serialize;
+use streamlab::time::SimTime;
+
+use crate::config::LinkConfig;
+use crate::decision::{CopyFate, CopyIndex, DropReason, PacketId, Verdict};
+use crate::engine::{Delivery, LinkDirection};
+use crate::error::ConfigErrors;
+
+/// Accumulates [`Verdict`]s (and optionally [`Delivery`]s) of one link
+/// direction. Verdicts must be recorded in send order (loss bursts are runs
+/// of consecutive packets in that order).
+///
+/// Delay percentiles are exact: every delivered copy's delay is kept (8
+/// bytes each) and sorted in [`finish`](Self::finish); percentile `q` is the
+/// nearest-rank value `sorted[ceil(q·n) − 1]`.
+#[derive(Clone, Debug, Default)]
+pub struct LinkStats {
+    packets: u64,
+    copies: u64,
+    delivered: u64,
+    delivered_bytes: u64,
+    corrupted: u64,
+    corrupted_caught: u64,
+    reordered_by_netem: u64,
+    dropped: BTreeMap<&'static str, u64>,
+    lost_packets: u64,
+    current_burst: u64,
+    bursts: BTreeMap<u64, u64>,
+    delays_us: Vec<u64>,
+    /// From verdicts: (at, lane, packet, copy, sent_at) of delivered copies.
+    planned: Vec<(SimTime, u8, PacketId, CopyIndex, SimTime)>,
+    /// From deliveries, in arrival order: (sent_at, packet).
+    arrivals: Vec<(SimTime, PacketId)>,
+    first_sent: Option<SimTime>,
+    last_at: Option<SimTime>,
+}
+
+/// Delay percentiles of delivered copies, ms.
+#[derive(Clone, Debug, Default, PartialEq, Serialize)]
+pub struct DelayPercentiles {
+    /// Mean.
+    pub mean: f64,
+    /// Median (nearest rank).
+    pub p50: f64,
+    /// 90th percentile (nearest rank).
+    pub p90: f64,
+    /// 99th percentile (nearest rank).
+    pub p99: f64,
+    /// Maximum.
+    pub max: f64,
+}
+
+/// The realised statistics of a link direction.
+#[derive(Clone, Debug, Default, PartialEq, Serialize)]
+pub struct LinkStatsReport {
+    /// Packets offered.
+    pub packets: u64,
+    /// Copies (packets + duplicates).
+    pub copies: u64,
+    /// Copies that left the link (including corrupted ones).
+    pub delivered: u64,
+    /// Dropped copies by reason (`loss`, `queue_full`, `mtu`, `external`).
+    pub dropped: BTreeMap<&'static str, u64>,
+    /// Fraction of packets none of whose copies left the link.
+    pub loss_rate: f64,
+    /// Mean length of runs of consecutive lost packets (0 if none).
+    pub mean_loss_burst: f64,
+    /// Longest run of consecutive lost packets.
+    pub max_loss_burst: u64,
+    /// Run length → number of runs.
+    pub loss_bursts: BTreeMap<u64, u64>,
+    /// Duplicates per packet offered.
+    pub duplicate_rate: f64,
+    /// Fraction of delivered copies that carry a flipped bit.
+    pub corrupt_rate: f64,
+    /// Corrupted copies the receiver's checksum will catch.
+    pub corrupt_caught_by_checksum: u64,
+    /// Fraction of delivered copies that arrive before a packet sent earlier
+    /// (overtakers; copies of the same packet do not count).
+    pub reorder_rate: f64,
+    /// Delivered copies that took netem's reorder path (skipped the delay).
+    pub reordered_by_netem: u64,
+    /// Delay of delivered copies (leave time − send time), ms.
+    pub delay_ms: DelayPercentiles,
+    /// Delivered payload bytes.
+    pub delivered_bytes: u64,
+    /// Delivered payload bytes per second from the first send to the last
+    /// delivery (0 if that span is empty).
+    pub throughput_bytes_per_second: f64,
+}
+
+fn reason_key(r: &DropReason) -> &'static str {
+    match r {
+        DropReason::Loss { .. } => "loss",
+        DropReason::QueueFull { .. } => "queue_full",
+        DropReason::Mtu { .. } => "mtu",
+        DropReason::External { .. } => "external",
+    }
+}
+
+impl LinkStats {
+    /// An empty accumulator.
+    pub fn new() -> Self {
+        LinkStats::default()
+    }
+
+    /// Records the decisions for one packet (in send order).
+    pub fn record_verdict(&mut self, v: &Verdict) {
+        self.packets += 1;
+        self.copies += v.copies.len() as u64;
+        self.first_sent = Some(self.first_sent.map_or(v.sent_at, |t| t.min(v.sent_at)));
+        let mut any_delivered = false;
+        for (i, c) in v.copies.iter().enumerate() {
+            match c {
+                CopyFate::Delivered { at, delay, corruption } => {
+                    any_delivered = true;
+                    self.delivered += 1;
+                    self.delays_us.push(at.as_micros().saturating_sub(v.sent_at.as_micros()));
+                    if let Some(c) = corruption {
+                        self.corrupted += 1;
+                        self.corrupted_caught += u64::from(c.caught_by_checksum);
+                    }
+                    self.reordered_by_netem += u64::from(delay.reordered);
+                    let lane = if delay.reordered { 0 } else { 1 };
+                    self.planned.push((*at, lane, v.packet, i as CopyIndex, v.sent_at));
+                    self.last_at = Some(self.last_at.map_or(*at, |t| t.max(*at)));
+                }
+                CopyFate::Dropped { reason } => *self.dropped.entry(reason_key(reason)).or_default() += 1,
+            }
+        }
+        if any_delivered {
+            self.close_burst();
+        } else {
+            self.lost_packets += 1;
+            self.current_burst += 1;
+        }
+    }
+
+    /// Records a copy as it leaves the link. Optional: when deliveries are
+    /// recorded, their order (rather than the order implied by the
+    /// verdicts' times) defines reordering, and their sizes the throughput.
+    pub fn record_delivery(&mut self, d: &Delivery) {
+        self.arrivals.push((d.sent_at, d.packet));
+        self.delivered_bytes += d.bytes.len() as u64;
+    }
+
+    fn close_burst(&mut self) {
+        if self.current_burst > 0 {
+            *self.bursts.entry(self.current_burst).or_default() += 1;
+            self.current_burst = 0;
+        }
+    }
+
+    /// The report (the accumulator can keep recording afterwards).
+    pub fn finish(&mut self) -> LinkStatsReport {
+        let mut bursts = self.bursts.clone();
+        if self.current_burst > 0 {
+            *bursts.entry(self.current_burst).or_default() += 1;
+        }
+        let n_bursts: u64 = bursts.values().sum();
+        let ratio = |a: u64, b: u64| if b == 0 { 0.0 } else { a as f64 / b as f64 };
+
+        // Arrival order: recorded deliveries, else the verdicts' times.
+        let order: Vec<(SimTime, PacketId)> = if self.arrivals.is_empty() {
+            let mut p = self.planned.clone();
+            p.sort_unstable_by_key(|&(at, lane, packet, copy, _)| (at, lane, packet, copy));
+            p.into_iter().map(|(_, _, packet, _, sent)| (sent, packet)).collect()
+        } else {
+            self.arrivals.clone()
+        };
+        // A copy overtook if some packet sent earlier arrives after it:
+        // compare with the minimum (sent_at, id) of everything after it.
+        let mut overtakers = 0u64;
+        let mut min_after: Option<(SimTime, PacketId)> = None;
+        for &k in order.iter().rev() {
+            if min_after.is_some_and(|m| m < k) {
+                overtakers += 1;
+            }
+            min_after = Some(min_after.map_or(k, |m| m.min(k)));
+        }
+
+        let mut d = self.delays_us.clone();
+        d.sort_unstable();
+        let ms = |us: u64| us as f64 / 1000.0;
+        let pct = |q: f64| {
+            if d.is_empty() {
+                return 0.0;
+            }
+            let rank = ((q * d.len() as f64).ceil() as usize).clamp(1, d.len());
+            ms(d[rank - 1])
+        };
+        let delay_ms = DelayPercentiles {
+            mean: if d.is_empty() { 0.0 } else { d.iter().map(|&v| v as f64).sum::<f64>() / d.len() as f64 / 1000.0 },
+            p50: pct(0.50),
+            p90: pct(0.90),
+            p99: pct(0.99),
+            max: d.last().map_or(0.0, |&v| ms(v)),
+        };
+        let span_us = match (self.first_sent, self.last_at) {
+            (Some(a), Some(b)) => b.as_micros().saturating_sub(a.as_micros()),
+            _ => 0,
+        };
+        LinkStatsReport {
+            packets: self.packets,
+            copies: self.copies,
+            delivered: self.delivered,
+            dropped: self.dropped.clone(),
+            loss_rate: ratio(self.lost_packets, self.packets),
+            mean_loss_burst: ratio(self.lost_packets, n_bursts),
+            max_loss_burst: bursts.keys().next_back().copied().unwrap_or(0),
+            loss_bursts: bursts,
+            duplicate_rate: ratio(self.copies - self.packets, self.packets),
+            corrupt_rate: ratio(self.corrupted, self.delivered),
+            corrupt_caught_by_checksum: self.corrupted_caught,
+            reorder_rate: ratio(overtakers, order.len() as u64),
+            reordered_by_netem: self.reordered_by_netem,
+            delay_ms,
+            delivered_bytes: self.delivered_bytes,
+            throughput_bytes_per_second: if span_us == 0 {
+                0.0
+            } else {
+                self.delivered_bytes as f64 * 1e6 / span_us as f64
+            },
+        }
+    }
+}
+
+/// Parameters of a synthetic [`link_stats`] run.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct LinkStatsRun {
+    /// Datagrams to send.
+    pub packets: u64,
+    /// Seed of the link's streams.
+    pub seed: u64,
+    /// Gap between sends, µs (default 1000).
+    pub interval_us: u64,
+    /// Payload bytes per datagram (default 1200).
+    pub size: usize,
+}
+
+impl Default for LinkStatsRun {
+    fn default() -> Self {
+        LinkStatsRun { packets: 100_000, seed: 0, interval_us: 1000, size: 1200 }
+    }
+}
+
+/// Pushes `run.packets` synthetic datagrams of `run.size` bytes, one every
+/// `run.interval_us` from time 0, through one direction (named
+/// `link-stats`) configured by `config`, delivers everything, and reports
+/// what the link realised.
+///
+/// # Errors
+/// The config's validation errors.
+pub fn link_stats(config: &LinkConfig, run: LinkStatsRun) -> Result<LinkStatsReport, ConfigErrors> {
+    let mut link = LinkDirection::new("link-stats", config, run.seed)?;
+    let mut stats = LinkStats::new();
+    let payload: Vec<u8> = (0..run.size).map(|i| (i % 251) as u8).collect();
+    for i in 0..run.packets {
+        let now = SimTime::from_micros(i.saturating_mul(run.interval_us));
+        while let Some(d) = link.poll_delivery(now) {
+            stats.record_delivery(&d);
+        }
+        let v = link.send(now, PacketId(i), payload.clone());
+        stats.record_verdict(&v);
+        while let Some(d) = link.poll_delivery(now) {
+            stats.record_delivery(&d);
+        }
+    }
+    while let Some(t) = link.poll_timeout() {
+        while let Some(d) = link.poll_delivery(t) {
+            stats.record_delivery(&d);
+        }
+    }
+    Ok(stats.finish())
+}
