@@ -6,6 +6,7 @@
 //! scenario's expectations and the protocol's invariants; writes an
 //! annotated pcapng capture and JSON/JUnit reports.
 
+pub mod capture;
 pub mod trace;
 
 pub use streamlab_impair as impair;

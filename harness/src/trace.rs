@@ -99,7 +99,9 @@ impl TraceEvent {
     /// The time of the event.
     pub fn at(&self) -> SimTime {
         match self {
-            TraceEvent::Sent { at, .. } | TraceEvent::Arrived { at, .. } | TraceEvent::Lost { at, .. } => *at,
+            TraceEvent::Sent { at, .. }
+            | TraceEvent::Arrived { at, .. }
+            | TraceEvent::Lost { at, .. } => *at,
         }
     }
 }
