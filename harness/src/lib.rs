@@ -8,5 +8,6 @@
 
 pub mod capture;
 pub mod trace;
+pub mod tshark;
 
 pub use streamlab_impair as impair;
