@@ -6,6 +6,8 @@
 //! scenario's expectations and the protocol's invariants; writes an
 //! annotated pcapng capture and JSON/JUnit reports.
 
+pub mod capture;
 pub mod trace;
+pub mod tshark;
 
 pub use streamlab_impair as impair;
