@@ -21,6 +21,7 @@
 //! Set `TSHARK` to use a tshark that is not on `PATH`.
 
 use std::ffi::OsString;
+use std::io::Write as _;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
@@ -198,14 +199,13 @@ pub fn require_tshark(test: &str) -> Option<PathBuf> {
             "{test}: tshark is required in CI but was not found (set TSHARK or install tshark)"
         ),
         None => {
-            eprintln!();
-            eprintln!(
-                "!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!"
-            );
-            eprintln!("!! SKIPPED {test}: tshark not found. Install it (apt-get install tshark)");
-            eprintln!("!! or set TSHARK=/path/to/tshark. This test FAILS in CI without it.");
-            eprintln!(
-                "!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!"
+            // Written straight to stderr (not eprintln!) so that the test
+            // harness's output capture does not swallow it.
+            let banner = "!".repeat(78);
+            let _ = writeln!(
+                std::io::stderr(),
+                "\n{banner}\n!! SKIPPED {test}: tshark not found. Install it (apt-get install tshark)\n\
+                 !! or set TSHARK=/path/to/tshark. This test FAILS in CI without it.\n{banner}"
             );
             None
         }

@@ -912,3 +912,94 @@ fn identical_traces_give_identical_files() {
         "same-abcdef012345-seed3.pcapng"
     );
 }
+
+/// Every prefix of every frame type, plus bad versions, unknown types and
+/// inconsistent lengths: each is flagged malformed, none raises a Lua error,
+/// and every complete frame decodes cleanly.
+#[test]
+fn malformed_frames_are_flagged_without_lua_errors() {
+    let Some(_) = require_tshark("malformed_frames_are_flagged_without_lua_errors") else {
+        return;
+    };
+    let (c, s) = (client(), server());
+    let frames = [
+        control(START, ACK_REQUIRED, SID, &[(1, &[0; 3]), (7, &[])]),
+        control(START_ACK, 0x0002, SID, &[]),
+        control(START_CONFIRM, 0, SID, &[(1, &[1, 2])]),
+        error(SID, 3, "stream id mismatch", &[(1, &[0])]),
+        error(SID, 99, "", &[]),
+        data(SID, 9, 0, 1, 0, 1),
+        data(SID, 9, 1, 3, 500, 33),
+    ];
+    let mut cases: Vec<(Vec<u8>, bool)> = Vec::new();
+    for f in &frames {
+        cases.push((f.clone(), false));
+        for len in 1..f.len() {
+            // DATA has no length field: any prefix with a 1-byte payload is a
+            // well-formed (shorter) datagram.
+            cases.push((f[..len].to_vec(), f[0] != DATA || len < 29));
+        }
+        let mut long = f.clone();
+        long.push(0);
+        // DATA has no length field: one more payload byte is still well-formed.
+        cases.push((long, f[0] != DATA));
+        let mut v2 = f.clone();
+        v2[1] = 2;
+        cases.push((v2, true));
+    }
+    for ty in [0u8, 5, 15, 17, 255] {
+        let mut f = control(START, 0, SID, &[]);
+        f[0] = ty;
+        cases.push((f, true));
+    }
+    // TLV overrunning the extension area; ERROR reason past the end;
+    // DATA index >= count.
+    cases.push((
+        vec![1, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1, 0, 6, 0, 1, 0, 9, 0, 0],
+        true,
+    ));
+    cases.push((
+        vec![4, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1, 0, 1, 200, 0, 0],
+        true,
+    ));
+    cases.push((data(SID, 1, 3, 3, 0, 4), true));
+
+    let mut tr = Trace::default();
+    for (i, (bytes, _)) in cases.iter().enumerate() {
+        let at = 1_000 * (i as u64 + 1);
+        let pkt = tr.sent(at, c, s, bytes.clone(), vec![plain(at + 500)]);
+        tr.arrived(pkt, 0, at + 500, None);
+    }
+    let events = tr.into_events();
+    let path = write_capture(&events, CaptureFormat::PcapNg, "malformed");
+    let rows = tshark_rows(&path).unwrap();
+    assert_eq!(rows.len(), 2 * cases.len());
+    for row in &rows {
+        let (bytes, malformed) = &cases[row.packet_id.unwrap() as usize - 1];
+        assert_eq!(row.malformed, *malformed, "{bytes:02x?}: {row:#?}");
+        assert!(
+            row.expert_messages
+                .iter()
+                .all(|m| !m.contains("Lua Error") && !m.contains("Dissector error")),
+            "{bytes:02x?}: {row:#?}"
+        );
+        assert_eq!(row.ms_type, Some(bytes[0]), "{bytes:02x?}");
+        assert_eq!(row.udp_checksum, Some(ChecksumStatus::Good));
+    }
+    // Nothing on stderr either (Lua errors are also reported there).
+    let out = std::process::Command::new(require_tshark("stderr").unwrap())
+        .args(["-n", "-r"])
+        .arg(&path)
+        .arg("-X")
+        .arg(format!(
+            "lua_script:{}",
+            streamlab_harness::tshark::dissector_path().display()
+        ))
+        .arg("-V")
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(!text.contains("Lua Error"), "Lua error in -V output");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!stderr.to_lowercase().contains("lua"), "{stderr}");
+}

@@ -476,8 +476,7 @@ impl Machine for Initiator {
                     // while streaming (a damaged DATA datagram is a dropped
                     // or errored frame, not a dead stream).
                     if self.state == InitiatorState::ExpectStartAck {
-                        let echo = wire::peek_stream_id(datagram).unwrap_or(self.stream_id);
-                        self.fail(e.into(), echo);
+                        self.fail(e.into(), self.stream_id);
                     }
                 }
             },

@@ -82,6 +82,12 @@ pub(crate) fn provenance(pkt: u64, origin: &Origin, notes: &[String]) -> Vec<Str
         Origin::Injected { rule } => out.push(format!(
             "streamlab: pkt={pkt} origin: injected by scenario {rule}"
         )),
+        // Origins added to the trace later: named by their debug form.
+        #[allow(unreachable_patterns)]
+        other => out.push(format!(
+            "streamlab: pkt={pkt} origin: {}",
+            one_line(&format!("{other:?}"))
+        )),
     }
     for note in notes {
         out.push(format!("streamlab: pkt={pkt} rule: {}", one_line(note)));

@@ -21,9 +21,9 @@
 //!   original bytes (tshark: Bad); a corruption delivered to the application
 //!   is written with UDP checksum 0 (not present).
 //! - **Annotations.** Every decision of the link and of the scenario is an
-//!   `opt_comment` on the record it concerns; see [`comment`](self) wording in
-//!   the captures README. Comments are single lines starting with
-//!   `streamlab: pkt=<id> `.
+//!   `opt_comment` on the record it concerns. Comments are single lines
+//!   starting with `streamlab: pkt=<id> `; the wording is listed in
+//!   `captures/README.md`.
 //! - **Time.** Timestamps are the caller's fixed epoch plus [`SimTime`], at
 //!   full µs resolution. No clock is ever read.
 //! - **Deterministic.** The same trace gives a byte-identical file (fixed
@@ -846,6 +846,9 @@ impl<W: Write> TraceSink for CaptureWriter<W> {
                 copy,
                 cause,
             } => self.on_lost(*at, packet.0, *copy, cause)?,
+            // Events added to the trace later are not (yet) part of the capture.
+            #[allow(unreachable_patterns)]
+            _ => {}
         }
         self.pump(false)?;
         self.flush()
