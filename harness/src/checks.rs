@@ -26,7 +26,12 @@ pub struct CheckResult {
 }
 
 impl CheckResult {
-    fn new(name: impl Into<String>, passed: bool, expected: impl Into<String>, observed: impl Into<String>) -> Self {
+    fn new(
+        name: impl Into<String>,
+        passed: bool,
+        expected: impl Into<String>,
+        observed: impl Into<String>,
+    ) -> Self {
         CheckResult {
             name: name.into(),
             passed,
@@ -97,7 +102,12 @@ fn is_map_counter(stats: &serde_json::Value, path: &str) -> bool {
 
 fn bound_check(name: String, bound: &Bound, value: Option<f64>, unit: &str) -> CheckResult {
     match value {
-        Some(v) => CheckResult::new(name, bound.holds(v), format!("{bound}{unit}"), format!("{v}{unit}")),
+        Some(v) => CheckResult::new(
+            name,
+            bound.holds(v),
+            format!("{bound}{unit}"),
+            format!("{v}{unit}"),
+        ),
         None => CheckResult::new(name, false, format!("{bound}{unit}"), "no value"),
     }
 }
@@ -108,17 +118,37 @@ pub fn evaluate(loaded: &Loaded, out: &RunOutput) -> Vec<CheckResult> {
     let host = |name: &str| out.hosts.iter().find(|h| h.name == name);
 
     // Invariants, always.
-    for rule in ["no_data_before_start_confirm", "no_amplification_before_start_confirm"] {
-        let found: Vec<_> = out.observer.violations.iter().filter(|v| v.rule == rule).collect();
+    for rule in [
+        "no_data_before_start_confirm",
+        "no_amplification_before_start_confirm",
+    ] {
+        let found: Vec<_> = out
+            .observer
+            .violations
+            .iter()
+            .filter(|v| v.rule == rule)
+            .collect();
         let expected = match rule {
-            "no_data_before_start_confirm" => "the responder sends no DATA to a tuple before a START_CONFIRM for that stream reached it (unless IMMEDIATE was granted)",
-            _ => "before START_CONFIRM the responder never sends a tuple more bytes than it received from it",
+            "no_data_before_start_confirm" => {
+                "the responder sends no DATA to a tuple before a START_CONFIRM for that stream reached it (unless IMMEDIATE was granted)"
+            }
+            _ => {
+                "before START_CONFIRM the responder never sends a tuple more bytes than it received from it"
+            }
         };
         let mut c = CheckResult::new(
             format!("invariant.{rule}"),
             found.is_empty(),
             expected,
-            if found.is_empty() { "held".to_string() } else { found.iter().map(|v| v.message.clone()).collect::<Vec<_>>().join("; ") },
+            if found.is_empty() {
+                "held".to_string()
+            } else {
+                found
+                    .iter()
+                    .map(|v| v.message.clone())
+                    .collect::<Vec<_>>()
+                    .join("; ")
+            },
         );
         c.position = found.first().map(|v| v.position);
         checks.push(c);
@@ -127,16 +157,27 @@ pub fn evaluate(loaded: &Loaded, out: &RunOutput) -> Vec<CheckResult> {
         .host_failure
         .iter()
         .cloned()
-        .chain(out.hosts.iter().filter_map(|h| h.driver_error.as_ref().map(|e| format!("{}: {e}", h.name))))
+        .chain(
+            out.hosts
+                .iter()
+                .filter_map(|h| h.driver_error.as_ref().map(|e| format!("{}: {e}", h.name))),
+        )
         .collect();
     checks.push(CheckResult::new(
         "invariant.no_panic",
         panics.is_empty(),
         "no host task panics or fails",
-        if panics.is_empty() { "none".to_string() } else { panics.join("; ") },
+        if panics.is_empty() {
+            "none".to_string()
+        } else {
+            panics.join("; ")
+        },
     ));
     let stall = if out.watchdog_fired {
-        Some(format!("wall-clock watchdog fired at simulated {}", out.ended_at))
+        Some(format!(
+            "wall-clock watchdog fired at simulated {}",
+            out.ended_at
+        ))
     } else if out.stalled {
         let unfinished: Vec<String> = out
             .hosts
@@ -144,14 +185,21 @@ pub fn evaluate(loaded: &Loaded, out: &RunOutput) -> Vec<CheckResult> {
             .filter(|h| h.outcome.as_deref() == Some("unfinished"))
             .map(|h| format!("{} in state {}", h.name, h.state.as_deref().unwrap_or("?")))
             .collect();
-        Some(format!("at duration_ms {} still running: {}", loaded.scenario.duration_ms, unfinished.join(", ")))
+        Some(format!(
+            "at duration_ms {} still running: {}",
+            loaded.scenario.duration_ms,
+            unfinished.join(", ")
+        ))
     } else {
         None
     };
     checks.push(CheckResult::new(
         "invariant.no_stall",
         stall.is_none(),
-        format!("every client finishes within duration_ms {}", loaded.scenario.duration_ms),
+        format!(
+            "every client finishes within duration_ms {}",
+            loaded.scenario.duration_ms
+        ),
         stall.unwrap_or_else(|| format!("finished at {}", out.ended_at)),
     ));
     checks.push(CheckResult::new(
@@ -161,7 +209,11 @@ pub fn evaluate(loaded: &Loaded, out: &RunOutput) -> Vec<CheckResult> {
         if out.sim_violations.is_empty() {
             "held".to_string()
         } else {
-            out.sim_violations.iter().map(|v| format!("{}: {}", v.at, v.message)).collect::<Vec<_>>().join("; ")
+            out.sim_violations
+                .iter()
+                .map(|v| format!("{}: {}", v.at, v.message))
+                .collect::<Vec<_>>()
+                .join("; ")
         },
     ));
 
@@ -174,7 +226,12 @@ pub fn evaluate(loaded: &Loaded, out: &RunOutput) -> Vec<CheckResult> {
                 OutcomeKind::Completed => "completed",
                 OutcomeKind::Failed => "failed",
             };
-            checks.push(CheckResult::new(format!("{p}.outcome"), h.outcome.as_deref() == Some(want_s), want_s, describe_outcome(h)));
+            checks.push(CheckResult::new(
+                format!("{p}.outcome"),
+                h.outcome.as_deref() == Some(want_s),
+                want_s,
+                describe_outcome(h),
+            ));
         }
         if let Some(want) = &he.error {
             checks.push(CheckResult::new(
@@ -188,18 +245,42 @@ pub fn evaluate(loaded: &Loaded, out: &RunOutput) -> Vec<CheckResult> {
             let v = stat(&h.stats, path).or_else(|| is_map_counter(&h.stats, path).then_some(0.0));
             let mut c = bound_check(format!("{p}.stats.{path}"), bound, v, "");
             if v.is_none() {
-                c.observed = format!("no stat named {path:?}; stats are: {}", stat_names(&h.stats).join(", "));
+                c.observed = format!(
+                    "no stat named {path:?}; stats are: {}",
+                    stat_names(&h.stats).join(", ")
+                );
             }
             checks.push(c);
         }
         if let Some(bound) = &he.time_to_stream_ms {
             let v = stat(&h.stats, "time_to_stream_us").map(|us| us / 1000.0);
-            checks.push(bound_check(format!("{p}.time_to_stream_ms"), bound, v, " ms"));
+            checks.push(bound_check(
+                format!("{p}.time_to_stream_ms"),
+                bound,
+                v,
+                " ms",
+            ));
         }
         if let Some(want) = &he.handshake {
-            let seen = out.observer.handshakes.get(name).map(|h| h.frames.clone()).unwrap_or_default();
-            let fmt = |v: &[crate::scenario::FrameKind]| v.iter().map(|k| k.name()).collect::<Vec<_>>().join(" → ");
-            checks.push(CheckResult::new(format!("{p}.handshake"), &seen == want, fmt(want), if seen.is_empty() { "(none)".into() } else { fmt(&seen) }));
+            let seen = out
+                .observer
+                .handshakes
+                .get(name)
+                .map(|h| h.frames.clone())
+                .unwrap_or_default();
+            let fmt = |v: &[crate::scenario::FrameKind]| {
+                v.iter().map(|k| k.name()).collect::<Vec<_>>().join(" → ")
+            };
+            checks.push(CheckResult::new(
+                format!("{p}.handshake"),
+                &seen == want,
+                fmt(want),
+                if seen.is_empty() {
+                    "(none)".into()
+                } else {
+                    fmt(&seen)
+                },
+            ));
         }
     }
     for (i, (fc, n)) in out.observer.counts().iter().enumerate() {
@@ -210,11 +291,25 @@ pub fn evaluate(loaded: &Loaded, out: &RunOutput) -> Vec<CheckResult> {
                 crate::scenario::CountPoint::Delivered => "delivered",
             },
             fc.kind,
-            fc.code.as_ref().map(|c| format!(" with code {c}")).unwrap_or_default(),
-            fc.from.as_ref().map(|f| format!(" from {f}")).unwrap_or_default(),
-            fc.to.as_ref().map(|t| format!(" to {t}")).unwrap_or_default(),
+            fc.code
+                .as_ref()
+                .map(|c| format!(" with code {c}"))
+                .unwrap_or_default(),
+            fc.from
+                .as_ref()
+                .map(|f| format!(" from {f}"))
+                .unwrap_or_default(),
+            fc.to
+                .as_ref()
+                .map(|t| format!(" to {t}"))
+                .unwrap_or_default(),
         );
-        checks.push(CheckResult::new(format!("expect.frames[{i}]"), fc.count.holds(*n as f64), format!("{what}: {}", fc.count), n.to_string()));
+        checks.push(CheckResult::new(
+            format!("expect.frames[{i}]"),
+            fc.count.holds(*n as f64),
+            format!("{what}: {}", fc.count),
+            n.to_string(),
+        ));
     }
     checks
 }
@@ -222,7 +317,9 @@ pub fn evaluate(loaded: &Loaded, out: &RunOutput) -> Vec<CheckResult> {
 fn describe_outcome(h: &HostResult) -> String {
     match (h.outcome.as_deref(), &h.error, &h.error_message) {
         (Some("failed"), Some(e), Some(m)) => format!("failed with {e} ({m})"),
-        (Some("unfinished"), _, _) => format!("unfinished (state {})", h.state.as_deref().unwrap_or("?")),
+        (Some("unfinished"), _, _) => {
+            format!("unfinished (state {})", h.state.as_deref().unwrap_or("?"))
+        }
         (Some(o), _, _) => o.to_string(),
         (None, _, _) => "no outcome (not a client)".to_string(),
     }

@@ -149,7 +149,10 @@ pub fn main() -> ExitCode {
         Command::List { paths } => cmd_list(&paths),
         Command::Schema => {
             let schema = schemars::schema_for!(Scenario);
-            println!("{}", serde_json::to_string_pretty(&schema).unwrap_or_default());
+            println!(
+                "{}",
+                serde_json::to_string_pretty(&schema).unwrap_or_default()
+            );
             ExitCode::SUCCESS
         }
         Command::LinkStats {
@@ -178,7 +181,12 @@ fn load_all(paths: &[PathBuf]) -> Result<(Vec<(PathBuf, Loaded)>, Vec<InputFailu
     Ok((ok, bad))
 }
 
-fn cmd_run(paths: &[PathBuf], opts: &RunOptions, reports_dir: &Path, jobs: Option<usize>) -> ExitCode {
+fn cmd_run(
+    paths: &[PathBuf],
+    opts: &RunOptions,
+    reports_dir: &Path,
+    jobs: Option<usize>,
+) -> ExitCode {
     let (loaded, bad) = match load_all(paths) {
         Ok(x) => x,
         Err(e) => {
@@ -214,16 +222,25 @@ fn cmd_run(paths: &[PathBuf], opts: &RunOptions, reports_dir: &Path, jobs: Optio
             io_failed = true;
         }
     }
-    if let Err(e) = std::fs::create_dir_all(reports_dir).and_then(|()| std::fs::write(reports_dir.join("junit.xml"), junit(&reports, &bad))) {
+    if let Err(e) = std::fs::create_dir_all(reports_dir)
+        .and_then(|()| std::fs::write(reports_dir.join("junit.xml"), junit(&reports, &bad)))
+    {
         eprintln!("streamlab: cannot write junit.xml: {e}");
         io_failed = true;
     }
-    let failed = reports.iter().filter(|r| r.verdict == Verdict::Fail).count();
+    let failed = reports
+        .iter()
+        .filter(|r| r.verdict == Verdict::Fail)
+        .count();
     println!(
         "{} passed, {} failed{}",
         reports.len() - failed,
         failed,
-        if bad.is_empty() { String::new() } else { format!(", {} invalid", bad.len()) }
+        if bad.is_empty() {
+            String::new()
+        } else {
+            format!(", {} invalid", bad.len())
+        }
     );
     if !bad.is_empty() || io_failed {
         ExitCode::from(2)
@@ -235,7 +252,12 @@ fn cmd_run(paths: &[PathBuf], opts: &RunOptions, reports_dir: &Path, jobs: Optio
 }
 
 /// Run scenarios on `jobs` threads; reports come back in input order.
-pub fn run_many(loaded: &[(PathBuf, Loaded)], opts: &RunOptions, jobs: usize, mut on_done: impl FnMut(&RunReport)) -> Vec<RunReport> {
+pub fn run_many(
+    loaded: &[(PathBuf, Loaded)],
+    opts: &RunOptions,
+    jobs: usize,
+    mut on_done: impl FnMut(&RunReport),
+) -> Vec<RunReport> {
     let next = std::sync::atomic::AtomicUsize::new(0);
     let (tx, rx) = std::sync::mpsc::channel();
     let mut slots: Vec<Option<RunReport>> = (0..loaded.len()).map(|_| None).collect();
@@ -246,7 +268,9 @@ pub fn run_many(loaded: &[(PathBuf, Loaded)], opts: &RunOptions, jobs: usize, mu
             s.spawn(move || {
                 loop {
                     let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                    let Some((path, l)) = loaded.get(i) else { break };
+                    let Some((path, l)) = loaded.get(i) else {
+                        break;
+                    };
                     let out = run(l, opts);
                     let report = RunReport::new(l, &path.display().to_string(), out);
                     if tx.send((i, report)).is_err() {
@@ -273,19 +297,32 @@ fn cmd_validate(paths: &[PathBuf]) -> ExitCode {
         }
     };
     for (f, l) in &ok {
-        println!("ok {} ({}, id {})", f.display(), l.scenario.name, &l.id[..12]);
+        println!(
+            "ok {} ({}, id {})",
+            f.display(),
+            l.scenario.name,
+            &l.id[..12]
+        );
     }
     for b in &bad {
         for e in &b.errors {
             eprintln!("error: {e}");
         }
     }
-    if bad.is_empty() { ExitCode::SUCCESS } else { ExitCode::from(2) }
+    if bad.is_empty() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(2)
+    }
 }
 
 fn cmd_list(paths: &[PathBuf]) -> ExitCode {
     let default = [PathBuf::from("scenarios")];
-    let paths = if paths.is_empty() { &default[..] } else { paths };
+    let paths = if paths.is_empty() {
+        &default[..]
+    } else {
+        paths
+    };
     let (ok, bad) = match load_all(paths) {
         Ok(x) => x,
         Err(e) => {
@@ -295,12 +332,26 @@ fn cmd_list(paths: &[PathBuf]) -> ExitCode {
     };
     for (f, l) in &ok {
         let first_line = l.scenario.description.lines().next().unwrap_or("");
-        println!("{:<40} {:<12} {}  ({})", l.scenario.name, &l.id[..12], first_line, f.display());
+        println!(
+            "{:<40} {:<12} {}  ({})",
+            l.scenario.name,
+            &l.id[..12],
+            first_line,
+            f.display()
+        );
     }
     for b in &bad {
-        eprintln!("invalid: {} ({} error(s); run `streamlab validate` for details)", b.file, b.errors.len());
+        eprintln!(
+            "invalid: {} ({} error(s); run `streamlab validate` for details)",
+            b.file,
+            b.errors.len()
+        );
     }
-    if bad.is_empty() { ExitCode::SUCCESS } else { ExitCode::from(2) }
+    if bad.is_empty() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(2)
+    }
 }
 
 fn cmd_link_stats(link: &str, packets: u64, seed: u64, interval_us: u64, size: usize) -> ExitCode {

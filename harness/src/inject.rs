@@ -70,7 +70,11 @@ pub(crate) async fn run_injector(
     ips: &[Ipv4Addr],
     all: &[InjectDatagram],
 ) -> io::Result<()> {
-    let mine: Vec<(usize, &InjectDatagram)> = all.iter().enumerate().filter(|(_, d)| d.from == names[me]).collect();
+    let mine: Vec<(usize, &InjectDatagram)> = all
+        .iter()
+        .enumerate()
+        .filter(|(_, d)| d.from == names[me])
+        .collect();
     if mine.is_empty() {
         return Ok(());
     }
@@ -87,7 +91,9 @@ pub(crate) async fn run_injector(
         if at > now {
             tokio::time::sleep(at - now).await;
         }
-        let Some(to) = names.iter().position(|n| *n == d.to) else { continue };
+        let Some(to) = names.iter().position(|n| *n == d.to) else {
+            continue;
+        };
         let dst = SocketAddrV4::new(ips[to], d.to_port);
         let base_port = d.from_port.unwrap_or(INJECT_BASE_PORT);
         let template = match (&d.hex, &d.frame) {
@@ -96,7 +102,12 @@ pub(crate) async fn run_injector(
             (None, None) => continue,
         };
         let (count, sources, gap, distinct) = match &d.flood {
-            Some(f) => (f.count, f.sources.max(1), f.interval_us, f.distinct_stream_ids),
+            Some(f) => (
+                f.count,
+                f.sources.max(1),
+                f.interval_us,
+                f.distinct_stream_ids,
+            ),
             None => (1, 1, 0, false),
         };
         let mut rng = named_rng(seed, &format!("inject:datagrams[{index}]"));
@@ -109,7 +120,8 @@ pub(crate) async fn run_injector(
                     slot.copy_from_slice(&rng.next_u64().to_be_bytes());
                 }
             }
-            sock.send_as(&bytes, src, dst, crate::runner::injected(index)).await?;
+            sock.send_as(&bytes, src, dst, crate::runner::injected(index))
+                .await?;
             if gap > 0 && k + 1 < count {
                 tokio::time::sleep(Duration::from_micros(gap)).await;
             }

@@ -7,7 +7,21 @@
 //! annotated pcapng capture and JSON/JUnit reports.
 
 pub mod capture;
+pub mod checks;
+pub mod cli;
+mod inject;
+pub mod linkstats;
+mod network;
+mod observe;
+pub mod report;
+mod rules;
+pub mod runner;
+pub mod scenario;
 pub mod trace;
 pub mod tshark;
+
+pub use inject::{INJECT_BASE_PORT, build_frame};
+pub use network::SimSocket;
+pub use observe::{TracePosition, Violation, error_code_name};
 
 pub use streamlab_impair as impair;

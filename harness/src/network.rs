@@ -28,11 +28,13 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::io;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, SocketAddrV4};
 use std::rc::Rc;
-use std::time::Duration;
 
 use streamlab::driver::DatagramSocket;
 use streamlab::time::{SimTime, duration_micros};
-use streamlab_impair::{CopyFate, CopyIndex, DropReason, LinkConfig, LinkDirection, PacketId, Verdict};
+use streamlab_impair::{
+    CopyFate, CopyIndex, DropReason, LinkConfig, LinkDirection, LinkStats, LinkStatsReport,
+    PacketId, Verdict,
+};
 use tokio::sync::Notify;
 
 use crate::rules::RuleSet;
@@ -116,9 +118,20 @@ pub(crate) struct LinkState {
     /// Partition intervals `[start, end)`; `end` is `None` while cut.
     partitions: Vec<(SimTime, Option<SimTime>)>,
     held: bool,
+    /// What the engine realized over the run.
+    stats: LinkStats,
 }
 
 impl LinkState {
+    /// Drain the engine (everything it still holds counts as delivered when
+    /// due) and report what it realized.
+    pub(crate) fn finish_stats(&mut self) -> LinkStatsReport {
+        for d in self.engine.drain() {
+            self.stats.record_delivery(&d);
+        }
+        self.stats.finish()
+    }
+
     fn cut_during(&self, from: SimTime, to: SimTime) -> Option<SimTime> {
         self.partitions
             .iter()
@@ -189,18 +202,25 @@ impl Network {
     /// named by the link, so creation order does not matter).
     pub(crate) fn link(&mut self, from: usize, to: usize) -> &mut LinkState {
         let name = format!("{}->{}", self.hosts[from].name, self.hosts[to].name);
-        let config = self.link_configs.get(&(from, to)).unwrap_or(&self.default_link).clone();
+        let config = self
+            .link_configs
+            .get(&(from, to))
+            .unwrap_or(&self.default_link)
+            .clone();
         let seed = self.seed;
         self.links.entry((from, to)).or_insert_with(|| LinkState {
             // The configuration was validated with the scenario; a failure
             // here would be a bug in validation, so fall back to a clean link
             // and say so rather than panic.
-            engine: LinkDirection::new(&name, &config, seed)
-                .unwrap_or_else(|_| LinkDirection::new(&name, &LinkConfig::default(), seed).expect("the default link config is valid")),
+            engine: LinkDirection::new(&name, &config, seed).unwrap_or_else(|_| {
+                LinkDirection::new(&name, &LinkConfig::default(), seed)
+                    .expect("the default link config is valid")
+            }),
             name,
             config,
             partitions: Vec::new(),
             held: false,
+            stats: LinkStats::new(),
         })
     }
 
@@ -263,7 +283,12 @@ impl Network {
             } else {
                 format!("host {} was down", self.hosts[f.dst_host].name)
             };
-            self.record(&TraceEvent::Lost { at: now, packet, copy, cause });
+            self.record(&TraceEvent::Lost {
+                at: now,
+                packet,
+                copy,
+                cause,
+            });
         }
     }
 
@@ -274,10 +299,16 @@ impl Network {
 
     /// Decide and record one datagram from `src` to `dst`, returning the
     /// tagged copies to hand to turmoil.
-    fn offer(&mut self, now: SimTime, src: SocketAddrV4, dst: SocketAddrV4, bytes: &[u8], origin: Origin) -> Vec<(SocketAddrV4, Vec<u8>)> {
+    fn offer(
+        &mut self,
+        now: SimTime,
+        src: SocketAddrV4,
+        dst: SocketAddrV4,
+        bytes: &[u8],
+        origin: Origin,
+    ) -> Vec<(SocketAddrV4, Vec<u8>)> {
         self.now = self.now.max(now);
-        let packet = PacketId(self.next_packet);
-        self.next_packet += 1;
+        let packet = self.next_packet_id();
         let Some(src_host) = self.host_of(*src.ip()) else {
             // Only the harness itself sends; a source outside the scenario is
             // a bug in injection, recorded rather than hidden.
@@ -288,119 +319,189 @@ impl Network {
             return Vec::new();
         };
         let Some(dst_host) = self.host_of(*dst.ip()) else {
-            let verdict = Verdict {
+            let verdict = dropped(
                 packet,
-                sent_at: now,
-                copies: vec![CopyFate::Dropped {
-                    reason: DropReason::External {
-                        cause: format!("no route: {} is no host of the scenario", dst.ip()),
-                    },
-                }],
-            };
-            self.record(&TraceEvent::Sent { at: now, packet, src, dst, bytes: bytes.to_vec(), origin, notes: Vec::new(), verdict });
+                now,
+                format!("no route: {} is no host of the scenario", dst.ip()),
+            );
+            self.record(&TraceEvent::Sent {
+                at: now,
+                packet,
+                src,
+                dst,
+                bytes: bytes.to_vec(),
+                origin,
+                notes: Vec::new(),
+                verdict,
+            });
             return Vec::new();
         };
         let applied = self.rules.apply(now, src_host, dst_host, bytes);
-        let link_bytes = applied.bytes.clone().unwrap_or_else(|| bytes.to_vec());
-        let verdict = if let Some(rule) = &applied.dropped_by {
-            Verdict {
-                packet,
-                sent_at: now,
-                copies: vec![CopyFate::Dropped {
-                    reason: DropReason::External { cause: format!("dropped by rule {rule}") },
-                }],
-            }
-        } else {
-            self.link(src_host, dst_host).engine.send(now, packet, link_bytes.clone())
+        let link_bytes = applied.bytes.unwrap_or_else(|| bytes.to_vec());
+        let verdict = match &applied.dropped_by {
+            Some(rule) => dropped(packet, now, format!("dropped by rule {rule}")),
+            None => self.link_send(now, src_host, dst_host, packet, &link_bytes),
         };
+        let path = Path {
+            src,
+            dst,
+            src_host,
+            dst_host,
+        };
+        let mut out = self.dispatch(
+            now,
+            path,
+            bytes,
+            &link_bytes,
+            origin,
+            applied.notes,
+            verdict,
+        );
+        // Rule duplicates are further datagrams on the wire, made by the rule.
+        for (k, rule) in applied.duplicates.into_iter().enumerate() {
+            let extra = self.next_packet_id();
+            let origin = Origin::Injected {
+                rule: format!("{rule} (duplicate {} of {packet})", k + 1),
+            };
+            let verdict = self.link_send(now, src_host, dst_host, extra, &link_bytes);
+            out.extend(self.dispatch(
+                now,
+                path,
+                &link_bytes,
+                &link_bytes,
+                origin,
+                Vec::new(),
+                verdict,
+            ));
+        }
+        out
+    }
+
+    fn next_packet_id(&mut self) -> PacketId {
+        let id = PacketId(self.next_packet);
+        self.next_packet += 1;
+        id
+    }
+
+    /// Offer bytes to the link engine of `from → to`, first draining what
+    /// the engine has delivered by now (its queue then holds only copies in
+    /// flight, so its queue limit and memory are right).
+    fn link_send(
+        &mut self,
+        now: SimTime,
+        from: usize,
+        to: usize,
+        packet: PacketId,
+        bytes: &[u8],
+    ) -> Verdict {
+        let link = self.link(from, to);
+        while let Some(d) = link.engine.poll_delivery(now) {
+            link.stats.record_delivery(&d);
+        }
+        let verdict = link.engine.send(now, packet, bytes.to_vec());
+        link.stats.record_verdict(&verdict);
+        verdict
+    }
+
+    /// Record the decision for one datagram and build the tagged copies that
+    /// will cross turmoil.
+    #[allow(clippy::too_many_arguments)]
+    fn dispatch(
+        &mut self,
+        now: SimTime,
+        path: Path,
+        sent_bytes: &[u8],
+        link_bytes: &[u8],
+        origin: Origin,
+        notes: Vec<String>,
+        verdict: Verdict,
+    ) -> Vec<(SocketAddrV4, Vec<u8>)> {
+        let Path {
+            src,
+            dst,
+            src_host,
+            dst_host,
+        } = path;
+        let packet = verdict.packet;
         let mut out = Vec::new();
         let mut lost = Vec::new();
         for (copy, fate) in verdict.copies.iter().enumerate() {
             let copy = copy as CopyIndex;
-            let CopyFate::Delivered { at, corruption, .. } = fate else { continue };
-            let mut b = link_bytes.clone();
-            if let Some(c) = corruption {
-                if let Some(byte) = b.get_mut(c.offset) {
-                    *byte = c.new;
-                }
-            }
+            let CopyFate::Delivered { at, corruption, .. } = fate else {
+                continue;
+            };
             if !self.hosts[dst_host].up {
                 lost.push((copy, format!("host {} is down", self.hosts[dst_host].name)));
                 continue;
             }
             if !self.bound.contains(&dst) {
-                lost.push((copy, format!("no socket bound at {dst} (port unreachable; ICMP is not simulated)")));
+                lost.push((
+                    copy,
+                    format!("no socket bound at {dst} (port unreachable; ICMP is not simulated)"),
+                ));
                 continue;
             }
-            self.in_flight.insert(
-                (packet, copy),
-                InFlight { sent_at: now, due: *at, src_host, dst_host, dst, bytes: b.clone(), corruption: *corruption },
-            );
-            let mut tagged = Vec::with_capacity(TAG_LEN + b.len());
-            Tag { packet, copy, src }.encode(&mut tagged);
-            tagged.extend_from_slice(&b);
-            out.push((dst, tagged));
-        }
-        let extra = applied.duplicates;
-        let notes = applied.notes;
-        self.record(&TraceEvent::Sent { at: now, packet, src, dst, bytes: bytes.to_vec(), origin, notes, verdict });
-        for (copy, cause) in lost {
-            self.record(&TraceEvent::Lost { at: now, packet, copy, cause });
-        }
-        // Rule duplicates are further datagrams on the wire, made by the rule.
-        for (k, rule) in extra.into_iter().enumerate() {
-            let origin = Origin::Injected {
-                rule: format!("{rule} (duplicate {} of {packet})", k + 1),
-            };
-            out.extend(self.offer_unruled(now, src, dst, src_host, dst_host, &link_bytes, origin));
-        }
-        out
-    }
-
-    /// Like `offer` for a datagram the rules already acted on.
-    #[allow(clippy::too_many_arguments)]
-    fn offer_unruled(
-        &mut self,
-        now: SimTime,
-        src: SocketAddrV4,
-        dst: SocketAddrV4,
-        src_host: usize,
-        dst_host: usize,
-        bytes: &[u8],
-        origin: Origin,
-    ) -> Vec<(SocketAddrV4, Vec<u8>)> {
-        let packet = PacketId(self.next_packet);
-        self.next_packet += 1;
-        let verdict = self.link(src_host, dst_host).engine.send(now, packet, bytes.to_vec());
-        let mut out = Vec::new();
-        let mut lost = Vec::new();
-        for (copy, fate) in verdict.copies.iter().enumerate() {
-            let copy = copy as CopyIndex;
-            let CopyFate::Delivered { at, corruption, .. } = fate else { continue };
-            let mut b = bytes.to_vec();
+            let mut b = link_bytes.to_vec();
             if let Some(c) = corruption {
                 if let Some(byte) = b.get_mut(c.offset) {
                     *byte = c.new;
                 }
             }
-            if !self.hosts[dst_host].up || !self.bound.contains(&dst) {
-                lost.push((copy, format!("no socket bound at {dst}")));
-                continue;
-            }
-            self.in_flight.insert(
-                (packet, copy),
-                InFlight { sent_at: now, due: *at, src_host, dst_host, dst, bytes: b.clone(), corruption: *corruption },
-            );
             let mut tagged = Vec::with_capacity(TAG_LEN + b.len());
             Tag { packet, copy, src }.encode(&mut tagged);
             tagged.extend_from_slice(&b);
+            self.in_flight.insert(
+                (packet, copy),
+                InFlight {
+                    sent_at: now,
+                    due: *at,
+                    src_host,
+                    dst_host,
+                    dst,
+                    bytes: b,
+                    corruption: *corruption,
+                },
+            );
             out.push((dst, tagged));
         }
-        self.record(&TraceEvent::Sent { at: now, packet, src, dst, bytes: bytes.to_vec(), origin, notes: Vec::new(), verdict });
+        self.record(&TraceEvent::Sent {
+            at: now,
+            packet,
+            src,
+            dst,
+            bytes: sent_bytes.to_vec(),
+            origin,
+            notes,
+            verdict,
+        });
         for (copy, cause) in lost {
-            self.record(&TraceEvent::Lost { at: now, packet, copy, cause });
+            self.record(&TraceEvent::Lost {
+                at: now,
+                packet,
+                copy,
+                cause,
+            });
         }
         out
+    }
+}
+
+/// Both ends of a datagram's path.
+#[derive(Clone, Copy, Debug)]
+struct Path {
+    src: SocketAddrV4,
+    dst: SocketAddrV4,
+    src_host: usize,
+    dst_host: usize,
+}
+
+fn dropped(packet: PacketId, now: SimTime, cause: String) -> Verdict {
+    Verdict {
+        packet,
+        sent_at: now,
+        copies: vec![CopyFate::Dropped {
+            reason: DropReason::External { cause },
+        }],
     }
 }
 
@@ -435,14 +536,21 @@ pub struct SimSocket {
 
 impl std::fmt::Debug for SimSocket {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("SimSocket").field("local", &self.local).finish_non_exhaustive()
+        f.debug_struct("SimSocket")
+            .field("local", &self.local)
+            .finish_non_exhaustive()
     }
 }
 
 impl SimSocket {
     /// Bind on `host` at `port` (0 = ephemeral). `receives`: whether
     /// datagrams may be addressed to it (injector sockets only send).
-    pub(crate) async fn bind(net: Rc<RefCell<Network>>, host: usize, port: u16, receives: bool) -> io::Result<SimSocket> {
+    pub(crate) async fn bind(
+        net: Rc<RefCell<Network>>,
+        host: usize,
+        port: u16,
+        receives: bool,
+    ) -> io::Result<SimSocket> {
         let inner = turmoil::net::UdpSocket::bind((Ipv4Addr::UNSPECIFIED, port)).await?;
         let port = inner.local_addr()?.port();
         let (ip, now) = {
@@ -460,7 +568,7 @@ impl SimSocket {
             receives,
             delay_line: RefCell::new(BTreeMap::new()),
             anchor: (tokio::time::Instant::now(), now),
-            scratch: RefCell::new(vec![0; 65_536 + TAG_LEN]),
+            scratch: RefCell::new(vec![0; MAX_RECV]),
         })
     }
 
@@ -474,7 +582,13 @@ impl SimSocket {
     }
 
     /// Send `bytes` to `dst` claiming `src` as the source (injection).
-    pub(crate) async fn send_as(&self, bytes: &[u8], src: SocketAddrV4, dst: SocketAddrV4, origin: Origin) -> io::Result<()> {
+    pub(crate) async fn send_as(
+        &self,
+        bytes: &[u8],
+        src: SocketAddrV4,
+        dst: SocketAddrV4,
+        origin: Origin,
+    ) -> io::Result<()> {
         let copies = {
             let mut net = self.net.borrow_mut();
             let now = sim_now(&net);
@@ -500,24 +614,36 @@ impl SimSocket {
         let Some(flight) = net.in_flight.remove(&(tag.packet, tag.copy)) else {
             net.violations.push(SimViolation {
                 at: now,
-                message: format!("{} received packet {} copy {} which the trace never sent (or delivered twice)", self.local, tag.packet, tag.copy),
+                message: format!(
+                    "{} received packet {} copy {} which the trace never sent (or delivered twice)",
+                    self.local, tag.packet, tag.copy
+                ),
             });
             return;
         };
         if flight.dst != self.local {
             net.violations.push(SimViolation {
                 at: now,
-                message: format!("packet {} for {} arrived at {}", tag.packet, flight.dst, self.local),
+                message: format!(
+                    "packet {} for {} arrived at {}",
+                    tag.packet, flight.dst, self.local
+                ),
             });
             return;
         }
-        self.delay_line.borrow_mut().insert((flight.due, tag.packet, tag.copy), Waiting { tag, flight });
+        self.delay_line
+            .borrow_mut()
+            .insert((flight.due, tag.packet, tag.copy), Waiting { tag, flight });
     }
 
     /// The next copy due at `now`, after path checks. Returns the deliverable
     /// bytes' length written into `buf` and the claimed source, or the time
     /// to wait for.
-    fn pop_due(&self, now: SimTime, buf: &mut [u8]) -> Result<(usize, SocketAddr), Option<SimTime>> {
+    fn pop_due(
+        &self,
+        now: SimTime,
+        buf: &mut [u8],
+    ) -> Result<(usize, SocketAddr), Option<SimTime>> {
         let mut line = self.delay_line.borrow_mut();
         let mut net = self.net.borrow_mut();
         let mut next_wait = None;
@@ -536,7 +662,12 @@ impl SimSocket {
             if let Some(cut) = link.cut_during(sent_at, now) {
                 let cause = format!("partition {} (cut at {cut})", link.name);
                 line.remove(&key);
-                net.record(&TraceEvent::Lost { at: now, packet, copy, cause });
+                net.record(&TraceEvent::Lost {
+                    at: now,
+                    packet,
+                    copy,
+                    cause,
+                });
                 continue;
             }
             if link.held {
@@ -568,15 +699,25 @@ impl SimSocket {
 
 impl Drop for SimSocket {
     fn drop(&mut self) {
-        let Ok(mut net) = self.net.try_borrow_mut() else { return };
+        let Ok(mut net) = self.net.try_borrow_mut() else {
+            return;
+        };
         if self.receives {
             net.bound.remove(&self.local);
         }
         let now = net.now;
         let line = std::mem::take(&mut *self.delay_line.borrow_mut());
         for ((_, packet, copy), _) in line {
-            let cause = format!("receiving socket {} closed (host stopped or crashed)", self.local);
-            net.record(&TraceEvent::Lost { at: now, packet, copy, cause });
+            let cause = format!(
+                "receiving socket {} closed (host stopped or crashed)",
+                self.local
+            );
+            net.record(&TraceEvent::Lost {
+                at: now,
+                packet,
+                copy,
+                cause,
+            });
         }
     }
 }
@@ -585,9 +726,15 @@ impl DatagramSocket for SimSocket {
     async fn send_to(&self, buf: &[u8], target: SocketAddr) -> io::Result<usize> {
         let dst = match target {
             SocketAddr::V4(v4) => v4,
-            SocketAddr::V6(_) => return Err(io::Error::new(io::ErrorKind::Unsupported, "the simulated network is IPv4 only")),
+            SocketAddr::V6(_) => {
+                return Err(io::Error::new(
+                    io::ErrorKind::Unsupported,
+                    "the simulated network is IPv4 only",
+                ));
+            }
         };
-        self.send_as(buf, self.local, dst, Origin::Application).await?;
+        self.send_as(buf, self.local, dst, Origin::Application)
+            .await?;
         Ok(buf.len())
     }
 
@@ -600,18 +747,19 @@ impl DatagramSocket for SimSocket {
             };
             let wake = self.net.borrow().wake.clone();
             let deadline = wait.map(|t| self.instant_of(t));
-            let mut scratch = std::mem::take(&mut *self.scratch.borrow_mut());
+            // The driver drops this future when a timer fires first: the
+            // guard puts the buffer back even then.
+            let mut scratch = Scratch::take(&self.scratch);
             let got = tokio::select! {
                 biased;
-                r = self.inner.recv_from(&mut scratch) => Some(r),
+                r = self.inner.recv_from(&mut scratch.buf) => Some(r),
                 () = sleep_until_opt(deadline) => None,
                 () = wake.notified() => None,
             };
             if let Some(r) = got {
                 let (n, from) = r?;
-                self.accept_tagged(&scratch[..n.min(scratch.len())], from);
+                self.accept_tagged(&scratch.buf[..n.min(scratch.buf.len())], from);
             }
-            *self.scratch.borrow_mut() = scratch;
         }
     }
 
@@ -619,6 +767,30 @@ impl DatagramSocket for SimSocket {
         Ok(SocketAddr::V4(self.local))
     }
 }
+
+/// A receive buffer borrowed from its socket for one receive, returned on
+/// drop (including when the receive is cancelled).
+struct Scratch<'a> {
+    home: &'a RefCell<Vec<u8>>,
+    buf: Vec<u8>,
+}
+
+impl<'a> Scratch<'a> {
+    fn take(home: &'a RefCell<Vec<u8>>) -> Self {
+        let mut buf = std::mem::take(&mut *home.borrow_mut());
+        buf.resize(MAX_RECV, 0);
+        Scratch { home, buf }
+    }
+}
+
+impl Drop for Scratch<'_> {
+    fn drop(&mut self) {
+        *self.home.borrow_mut() = std::mem::take(&mut self.buf);
+    }
+}
+
+/// The largest datagram turmoil can hand a socket: a UDP payload plus the tag.
+const MAX_RECV: usize = 65_536 + TAG_LEN;
 
 async fn sleep_until_opt(deadline: Option<tokio::time::Instant>) {
     match deadline {
@@ -633,11 +805,6 @@ pub(crate) fn v4(ip: IpAddr) -> Option<Ipv4Addr> {
         IpAddr::V4(v) => Some(v),
         IpAddr::V6(_) => None,
     }
-}
-
-/// Microseconds → `Duration`, for readability at call sites.
-pub(crate) fn us(v: u64) -> Duration {
-    Duration::from_micros(v)
 }
 
 #[cfg(test)]

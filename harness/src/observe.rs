@@ -9,7 +9,6 @@ use std::net::{Ipv4Addr, SocketAddrV4};
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 use streamlab::time::SimTime;
-use streamlab_impair::LinkStats;
 
 use crate::scenario::{CountPoint, FrameCount, FrameKind};
 use crate::trace::TraceEvent;
@@ -17,7 +16,6 @@ use crate::trace::TraceEvent;
 const START_CONFIRM: u8 = 3;
 const START_ACK: u8 = 2;
 const DATA: u8 = 16;
-const ERROR: u8 = 4;
 const FLAG_IMMEDIATE: u16 = 0x0002;
 
 /// Where in the trace something was seen.
@@ -65,14 +63,17 @@ pub(crate) struct Observer {
     pub(crate) handshakes: BTreeMap<String, Handshake>,
     counts: Vec<(FrameCount, u64)>,
     pub(crate) violations: Vec<Violation>,
-    pub(crate) link_stats: BTreeMap<(String, String), LinkStats>,
     events: u64,
     hasher: Sha256,
     pub(crate) last_at: SimTime,
 }
 
 impl Observer {
-    pub(crate) fn new(names: BTreeMap<Ipv4Addr, String>, servers: BTreeSet<SocketAddrV4>, counts: &[FrameCount]) -> Self {
+    pub(crate) fn new(
+        names: BTreeMap<Ipv4Addr, String>,
+        servers: BTreeSet<SocketAddrV4>,
+        counts: &[FrameCount],
+    ) -> Self {
         Observer {
             names,
             servers,
@@ -81,7 +82,6 @@ impl Observer {
             handshakes: BTreeMap::new(),
             counts: counts.iter().map(|c| (c.clone(), 0)).collect(),
             violations: Vec::new(),
-            link_stats: BTreeMap::new(),
             events: 0,
             hasher: Sha256::new(),
             last_at: SimTime::ZERO,
@@ -95,7 +95,10 @@ impl Observer {
     }
 
     fn name(&self, a: &SocketAddrV4) -> String {
-        self.names.get(a.ip()).cloned().unwrap_or_else(|| a.ip().to_string())
+        self.names
+            .get(a.ip())
+            .cloned()
+            .unwrap_or_else(|| a.ip().to_string())
     }
 
     fn position(&self) -> TracePosition {
@@ -127,13 +130,19 @@ impl Observer {
             self.hasher.update(b"\n");
         }
         match e {
-            TraceEvent::Sent { src, dst, bytes, verdict, .. } => {
-                let key = (self.name(src), self.name(dst));
-                self.link_stats.entry(key).or_default().record_verdict(verdict);
+            TraceEvent::Sent {
+                src, dst, bytes, ..
+            } => {
                 self.count(CountPoint::Sent, src, dst, bytes);
                 self.on_sent(*src, *dst, bytes);
             }
-            TraceEvent::Arrived { src, dst, bytes, delivered_to_app, .. } => {
+            TraceEvent::Arrived {
+                src,
+                dst,
+                bytes,
+                delivered_to_app,
+                ..
+            } => {
                 if *delivered_to_app {
                     self.count(CountPoint::Delivered, src, dst, bytes);
                     self.on_delivered(*src, *dst, bytes);
@@ -149,17 +158,25 @@ impl Observer {
             return;
         }
         let (from, to) = (self.name(src), self.name(dst));
-        let Some(kind) = bytes.first().copied().and_then(FrameKind::from_type_byte) else { return };
-        let code = (kind == FrameKind::Error).then(|| bytes.get(12..14).map(|c| u16::from_be_bytes([c[0], c[1]]))).flatten();
+        let Some(kind) = bytes.first().copied().and_then(FrameKind::from_type_byte) else {
+            return;
+        };
+        let code = (kind == FrameKind::Error)
+            .then(|| bytes.get(12..14).map(|c| u16::from_be_bytes([c[0], c[1]])))
+            .flatten();
         for (fc, n) in &mut self.counts {
             if fc.at != point || fc.kind != kind {
                 continue;
             }
-            if fc.from.as_ref().is_some_and(|f| *f != from) || fc.to.as_ref().is_some_and(|t| *t != to) {
+            if fc.from.as_ref().is_some_and(|f| *f != from)
+                || fc.to.as_ref().is_some_and(|t| *t != to)
+            {
                 continue;
             }
             if let Some(want) = &fc.code {
-                if code.and_then(error_code_name) != Some(want.as_str()) && code.map(|c| c.to_string()).as_deref() != Some(want.as_str()) {
+                if code.and_then(error_code_name) != Some(want.as_str())
+                    && code.map(|c| c.to_string()).as_deref() != Some(want.as_str())
+                {
                     continue;
                 }
             }
@@ -175,7 +192,10 @@ impl Observer {
         for (client, peer) in [(src, dst), (dst, src)] {
             if let Some((host, server)) = self.clients.get(&client) {
                 if *server == peer {
-                    if let Some(kind) = ty.and_then(FrameKind::from_type_byte).filter(|k| *k != FrameKind::Data) {
+                    if let Some(kind) = ty
+                        .and_then(FrameKind::from_type_byte)
+                        .filter(|k| *k != FrameKind::Data)
+                    {
                         let h = self.handshakes.entry(host.clone()).or_default();
                         if !h.done {
                             h.frames.push(kind);
@@ -198,7 +218,9 @@ impl Observer {
         if ty == Some(DATA) {
             if let Some(sid) = sid {
                 if !t.confirmed.contains(&sid) && !t.immediate.contains(&sid) {
-                    let seq = bytes.get(12..16).map(|b| u32::from_be_bytes([b[0], b[1], b[2], b[3]]));
+                    let seq = bytes
+                        .get(12..16)
+                        .map(|b| u32::from_be_bytes([b[0], b[1], b[2], b[3]]));
                     self.violations.push(Violation {
                         rule: "no_data_before_start_confirm",
                         message: format!(
@@ -273,7 +295,3 @@ pub fn error_code_name(code: u16) -> Option<&'static str> {
         _ => return None,
     })
 }
-
-/// ERROR is the only frame whose code the observer reads; keep the constant
-/// tied to the type byte the scenario model uses.
-const _: () = assert!(ERROR == 4);

@@ -104,17 +104,21 @@ impl RunReport {
             });
         }
         checks.sort_by_key(|c| c.passed);
-        let verdict = if checks.iter().all(|c| c.passed) { Verdict::Pass } else { Verdict::Fail };
-        let mut observer = out.observer;
+        let verdict = if checks.iter().all(|c| c.passed) {
+            Verdict::Pass
+        } else {
+            Verdict::Fail
+        };
+        let observer = out.observer;
         let links = out
             .links
-            .iter()
-            .map(|((from, to), configured)| LinkReport {
-                from: from.clone(),
-                to: to.clone(),
+            .into_iter()
+            .map(|((from, to), (configured, realized))| LinkReport {
+                from,
+                to,
                 warnings: configured.warnings(),
-                configured: configured.clone(),
-                realized: observer.link_stats.get_mut(&(from.clone(), to.clone())).map(|s| s.finish()).unwrap_or_default(),
+                configured,
+                realized,
             })
             .collect();
         RunReport {
@@ -156,9 +160,16 @@ impl RunReport {
             self.replay
         );
         for c in self.failures() {
-            s.push_str(&format!("  ✗ {}\n      expected: {}\n      observed: {}\n", c.name, c.expected, c.observed));
+            s.push_str(&format!(
+                "  ✗ {}\n      expected: {}\n      observed: {}\n",
+                c.name, c.expected, c.observed
+            ));
             if let Some(p) = c.position {
-                s.push_str(&format!("      at trace event {} (t = {:.3} ms)\n", p.event, p.at_us as f64 / 1000.0));
+                s.push_str(&format!(
+                    "      at trace event {} (t = {:.3} ms)\n",
+                    p.event,
+                    p.at_us as f64 / 1000.0
+                ));
             }
         }
         s
@@ -166,7 +177,12 @@ impl RunReport {
 
     /// The report's file name: `<name>-<id12>-seed<seed>.json`.
     pub fn file_name(&self) -> String {
-        format!("{}-{}-seed{}.json", self.scenario, &self.scenario_id[..12.min(self.scenario_id.len())], self.seed)
+        format!(
+            "{}-{}-seed{}.json",
+            self.scenario,
+            &self.scenario_id[..12.min(self.scenario_id.len())],
+            self.seed
+        )
     }
 
     /// Write the JSON report into `dir`.
@@ -203,17 +219,30 @@ pub fn junit(reports: &[RunReport], bad_inputs: &[InputFailure]) -> String {
             Verdict::Pass => TestCaseStatus::success(),
             Verdict::Fail => {
                 let mut s = TestCaseStatus::non_success(NonSuccessKind::Failure);
-                let first = r.failures().next().map(|c| c.name.clone()).unwrap_or_default();
-                s.set_message(format!("{} failed check(s), first: {first}", r.failures().count()));
+                let first = r
+                    .failures()
+                    .next()
+                    .map(|c| c.name.clone())
+                    .unwrap_or_default();
+                s.set_message(format!(
+                    "{} failed check(s), first: {first}",
+                    r.failures().count()
+                ));
                 s.set_description(r.failure_text());
                 s
             }
         };
         let mut tc = TestCase::new(format!("{} (seed {})", r.scenario, r.seed), status);
         tc.set_classname(r.file.clone());
-        tc.add_property(quick_junit::Property::new("scenario_id", r.scenario_id.clone()));
+        tc.add_property(quick_junit::Property::new(
+            "scenario_id",
+            r.scenario_id.clone(),
+        ));
         tc.add_property(quick_junit::Property::new("seed", r.seed.to_string()));
-        tc.add_property(quick_junit::Property::new("trace_sha256", r.simulation.trace_sha256.clone()));
+        tc.add_property(quick_junit::Property::new(
+            "trace_sha256",
+            r.simulation.trace_sha256.clone(),
+        ));
         suite.add_test_case(tc);
     }
     for b in bad_inputs {

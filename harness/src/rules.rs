@@ -94,11 +94,21 @@ impl RuleSet {
             let what = describe_match(m.frame_type, c.matched);
             let mut b = data.to_vec();
             let note = match &c.rule.action {
-                RuleAction::SetStreamId(v) => set_field(&mut b, field::STREAM_ID, &v.to_be_bytes(), "stream_id"),
-                RuleAction::SetVersion(v) => set_field(&mut b, field::VERSION..field::VERSION + 1, &[*v], "version"),
-                RuleAction::SetFlags(v) => set_field(&mut b, field::FLAGS, &v.to_be_bytes(), "flags"),
-                RuleAction::SetType(v) => set_field(&mut b, field::TYPE..field::TYPE + 1, &[*v], "type"),
-                RuleAction::SetSequence(v) => set_field(&mut b, field::SEQUENCE, &v.to_be_bytes(), "sequence"),
+                RuleAction::SetStreamId(v) => {
+                    set_field(&mut b, field::STREAM_ID, &v.to_be_bytes(), "stream_id")
+                }
+                RuleAction::SetVersion(v) => {
+                    set_field(&mut b, field::VERSION..field::VERSION + 1, &[*v], "version")
+                }
+                RuleAction::SetFlags(v) => {
+                    set_field(&mut b, field::FLAGS, &v.to_be_bytes(), "flags")
+                }
+                RuleAction::SetType(v) => {
+                    set_field(&mut b, field::TYPE..field::TYPE + 1, &[*v], "type")
+                }
+                RuleAction::SetSequence(v) => {
+                    set_field(&mut b, field::SEQUENCE, &v.to_be_bytes(), "sequence")
+                }
                 RuleAction::Truncate(n) => {
                     let old = b.len();
                     b.truncate(*n);
@@ -109,9 +119,14 @@ impl RuleSet {
                     if b.len() < end {
                         b.resize(end, 0);
                     }
-                    let old = hex::encode(&data.get(o.offset..end.min(data.len())).unwrap_or_default());
+                    let old =
+                        hex::encode(&data.get(o.offset..end.min(data.len())).unwrap_or_default());
                     b[o.offset..end].copy_from_slice(&c.overwrite);
-                    format!("overwrote bytes {}..{end}: {old} → {}", o.offset, hex::encode(&c.overwrite))
+                    format!(
+                        "overwrote bytes {}..{end}: {old} → {}",
+                        o.offset,
+                        hex::encode(&c.overwrite)
+                    )
                 }
                 RuleAction::Drop => {
                     out.dropped_by = Some(c.label.clone());
@@ -120,7 +135,8 @@ impl RuleSet {
                 }
                 RuleAction::Duplicate(n) => {
                     out.duplicates.extend((0..*n).map(|_| c.label.clone()));
-                    out.notes.push(format!("rule {}: {n} extra copies of {what}", c.label));
+                    out.notes
+                        .push(format!("rule {}: {n} extra copies of {what}", c.label));
                     continue;
                 }
             };
@@ -148,7 +164,12 @@ fn set_field(b: &mut [u8], range: std::ops::Range<usize>, value: &[u8], name: &s
             slot.copy_from_slice(value);
             format!("set {name} 0x{old} → 0x{}", hex::encode(value))
         }
-        None => format!("datagram of {} bytes has no {name} field (bytes {}..{}); unchanged", b.len(), range.start, range.end),
+        None => format!(
+            "datagram of {} bytes has no {name} field (bytes {}..{}); unchanged",
+            b.len(),
+            range.start,
+            range.end
+        ),
     }
 }
 
@@ -187,7 +208,11 @@ mod tests {
 
     #[test]
     fn sets_stream_id_only_on_the_nth_match_of_its_direction() {
-        let mut rs = set(vec![rule(Some(FrameKind::StartAck), Some(2), RuleAction::SetStreamId(0xdead))]);
+        let mut rs = set(vec![rule(
+            Some(FrameKind::StartAck),
+            Some(2),
+            RuleAction::SetStreamId(0xdead),
+        )]);
         let t = SimTime::ZERO;
         // Other direction: not counted.
         assert_eq!(rs.apply(t, 1, 0, &start_ack(7)), Applied::default());
@@ -197,7 +222,12 @@ mod tests {
         assert_eq!(rs.apply(t, 0, 1, &[16, 1, 0, 0]).bytes, None);
         let second = rs.apply(t, 0, 1, &start_ack(7));
         assert_eq!(second.bytes, Some(start_ack(0xdead)));
-        assert_eq!(second.notes, vec!["rule inject.rules[0]: START_ACK #2: set stream_id 0x0000000000000007 → 0x000000000000dead"]);
+        assert_eq!(
+            second.notes,
+            vec![
+                "rule inject.rules[0]: START_ACK #2: set stream_id 0x0000000000000007 → 0x000000000000dead"
+            ]
+        );
         // Third: past the window.
         assert_eq!(rs.apply(t, 0, 1, &start_ack(7)).bytes, None);
     }
@@ -206,14 +236,25 @@ mod tests {
     fn truncate_overwrite_drop_and_duplicate() {
         let mut rs = set(vec![
             rule(None, None, RuleAction::Truncate(3)),
-            rule(None, None, RuleAction::Overwrite(Overwrite { offset: 4, hex: "aa bb".into() })),
+            rule(
+                None,
+                None,
+                RuleAction::Overwrite(Overwrite {
+                    offset: 4,
+                    hex: "aa bb".into(),
+                }),
+            ),
             rule(None, None, RuleAction::Duplicate(2)),
         ]);
         let a = rs.apply(SimTime::ZERO, 0, 1, &start_ack(1));
         assert_eq!(a.bytes, Some(vec![2, 1, 0, 0, 0xaa, 0xbb]));
         assert_eq!(a.duplicates.len(), 2);
         assert_eq!(a.dropped_by, None);
-        let mut rs = set(vec![rule(Some(FrameKind::StartAck), None, RuleAction::Drop)]);
+        let mut rs = set(vec![rule(
+            Some(FrameKind::StartAck),
+            None,
+            RuleAction::Drop,
+        )]);
         let d = rs.apply(SimTime::ZERO, 0, 1, &start_ack(1));
         assert_eq!(d.dropped_by.as_deref(), Some("inject.rules[0]"));
     }
@@ -223,6 +264,10 @@ mod tests {
         let mut rs = set(vec![rule(None, None, RuleAction::SetStreamId(1))]);
         let a = rs.apply(SimTime::ZERO, 0, 1, &[1, 1]);
         assert_eq!(a.bytes, Some(vec![1, 1]));
-        assert!(a.notes[0].contains("has no stream_id field"), "{:?}", a.notes);
+        assert!(
+            a.notes[0].contains("has no stream_id field"),
+            "{:?}",
+            a.notes
+        );
     }
 }

@@ -15,10 +15,10 @@ use rand::RngCore;
 use serde::Serialize;
 use streamlab::driver::{Driver, Observation};
 use streamlab::machine::{Machine, Transmit};
-use streamlab::proto::{Initiator, Responder};
+use streamlab::proto::{Initiator, Outcome, Responder};
 use streamlab::seed::{derive_u64, named_rng};
 use streamlab::time::{SimTime, duration_micros};
-use streamlab_impair::LinkConfig;
+use streamlab_impair::{LinkConfig, LinkStatsReport};
 
 use crate::capture::{CaptureFormat, CaptureWriter};
 use crate::inject;
@@ -140,8 +140,9 @@ pub struct RunOutput {
     pub hosts: Vec<HostResult>,
     /// The observer's findings.
     pub(crate) observer: Observer,
-    /// Link configurations in use at the end, by (from, to) host names.
-    pub links: BTreeMap<(String, String), LinkConfig>,
+    /// Per link direction that carried traffic, by (from, to) host names:
+    /// the configuration in force at the end and what the engine realized.
+    pub links: BTreeMap<(String, String), (LinkConfig, LinkStatsReport)>,
     /// Violations of the simulation's own rules.
     pub sim_violations: Vec<crate::network::SimViolation>,
     /// A host task failed or panicked: the message.
@@ -183,12 +184,21 @@ pub fn run(loaded: &Loaded, opts: &RunOptions) -> RunOutput {
         .iter()
         .map(|n| v4(sim.lookup(n.as_str())).unwrap_or(Ipv4Addr::UNSPECIFIED))
         .collect();
-    let host_infos: Vec<HostInfo> = names.iter().zip(&ips).map(|(n, ip)| HostInfo { name: n.clone(), addr: *ip }).collect();
+    let host_infos: Vec<HostInfo> = names
+        .iter()
+        .zip(&ips)
+        .map(|(n, ip)| HostInfo {
+            name: n.clone(),
+            addr: *ip,
+        })
+        .collect();
 
     // Link configurations per direction.
     let mut link_configs = BTreeMap::new();
     for l in &sc.links {
-        let (Some(a), Some(b)) = (loaded.host_index(&l.a), loaded.host_index(&l.b)) else { continue };
+        let (Some(a), Some(b)) = (loaded.host_index(&l.a), loaded.host_index(&l.b)) else {
+            continue;
+        };
         if let Some(both) = &l.both {
             link_configs.insert((a, b), both.clone());
             link_configs.insert((b, a), both.clone());
@@ -213,7 +223,11 @@ pub fn run(loaded: &Loaded, opts: &RunOptions) -> RunOutput {
         })
         .collect();
     let ip_names = ips.iter().copied().zip(names.iter().cloned()).collect();
-    let observer = Rc::new(RefCell::new(Observer::new(ip_names, servers, &sc.expect.frames)));
+    let observer = Rc::new(RefCell::new(Observer::new(
+        ip_names,
+        servers,
+        &sc.expect.frames,
+    )));
     let (capture, capture_path, mut capture_error) = open_capture(loaded, opts, seed, &host_infos);
     let capture = Rc::new(RefCell::new(capture));
     let recorder = {
@@ -231,8 +245,23 @@ pub fn run(loaded: &Loaded, opts: &RunOptions) -> RunOutput {
         })
     };
     let rules = RuleSet::new(&sc.inject.rules, |n| loaded.host_index(n));
-    let hosts_state = names.iter().zip(&ips).map(|(n, ip)| HostState { name: n.clone(), ip: *ip, up: true }).collect();
-    let net = Rc::new(RefCell::new(Network::new(seed, hosts_state, link_configs, default_link, rules, recorder)));
+    let hosts_state = names
+        .iter()
+        .zip(&ips)
+        .map(|(n, ip)| HostState {
+            name: n.clone(),
+            ip: *ip,
+            up: true,
+        })
+        .collect();
+    let net = Rc::new(RefCell::new(Network::new(
+        seed,
+        hosts_state,
+        link_configs,
+        default_link,
+        rules,
+        recorder,
+    )));
 
     let records: Rc<RefCell<Vec<HostRecord>>> = Rc::new(RefCell::new(
         names
@@ -266,7 +295,13 @@ pub fn run(loaded: &Loaded, opts: &RunOptions) -> RunOutput {
     let mut timeline: Vec<_> = sc.timeline.iter().collect();
     timeline.sort_by_key(|t| t.at_ms);
     let mut next_timeline = 0;
-    let clients: Vec<usize> = loaded.roles.iter().enumerate().filter(|(_, r)| matches!(r, Role::Client { .. })).map(|(i, _)| i).collect();
+    let clients: Vec<usize> = loaded
+        .roles
+        .iter()
+        .enumerate()
+        .filter(|(_, r)| matches!(r, Role::Client { .. }))
+        .map(|(i, _)| i)
+        .collect();
     let duration = SimTime::from_millis(sc.duration_ms);
     let mut host_failure = None;
     let mut stalled = false;
@@ -275,7 +310,10 @@ pub fn run(loaded: &Loaded, opts: &RunOptions) -> RunOutput {
     loop {
         let now = SimTime::from_micros(duration_micros(sim.elapsed()));
         net.borrow_mut().now = now;
-        while let Some(t) = timeline.get(next_timeline).filter(|t| SimTime::from_millis(t.at_ms) <= now) {
+        while let Some(t) = timeline
+            .get(next_timeline)
+            .filter(|t| SimTime::from_millis(t.at_ms) <= now)
+        {
             next_timeline += 1;
             for action in t.actions() {
                 apply(&mut sim, &net, loaded, &action);
@@ -319,8 +357,13 @@ pub fn run(loaded: &Loaded, opts: &RunOptions) -> RunOutput {
     let mut netb = net.borrow_mut();
     let links = netb
         .links
-        .iter()
-        .map(|(&(a, b), l)| ((names[a].clone(), names[b].clone()), l.config.clone()))
+        .iter_mut()
+        .map(|(&(a, b), l)| {
+            (
+                (names[a].clone(), names[b].clone()),
+                (l.config.clone(), l.finish_stats()),
+            )
+        })
         .collect();
     let sim_violations = std::mem::take(&mut netb.violations);
     drop(netb);
@@ -331,7 +374,10 @@ pub fn run(loaded: &Loaded, opts: &RunOptions) -> RunOutput {
             // Some host context is still alive (it cannot be after the sim is
             // dropped, but do not rely on it): take a snapshot instead.
             let mut o = rc.borrow_mut();
-            std::mem::replace(&mut *o, Observer::new(BTreeMap::new(), BTreeSet::new(), &[]))
+            std::mem::replace(
+                &mut *o,
+                Observer::new(BTreeMap::new(), BTreeSet::new(), &[]),
+            )
         }
     };
     RunOutput {
@@ -356,24 +402,52 @@ fn open_capture(
     opts: &RunOptions,
     seed: u64,
     hosts: &[HostInfo],
-) -> (Option<CaptureWriter<BufWriter<File>>>, Option<PathBuf>, Option<String>) {
-    let Some(dir) = &opts.captures else { return (None, None, None) };
+) -> (
+    Option<CaptureWriter<BufWriter<File>>>,
+    Option<PathBuf>,
+    Option<String>,
+) {
+    let Some(dir) = &opts.captures else {
+        return (None, None, None);
+    };
     if let Err(e) = std::fs::create_dir_all(dir) {
-        return (None, None, Some(format!("cannot create {}: {e}", dir.display())));
+        return (
+            None,
+            None,
+            Some(format!("cannot create {}: {e}", dir.display())),
+        );
     }
-    let path = dir.join(crate::capture::file_name(&loaded.scenario.name, &loaded.id, seed, opts.capture_format));
+    let path = dir.join(
+        opts.capture_format
+            .file_name(&loaded.scenario.name, &loaded.id, seed),
+    );
     let file = match File::create(&path) {
         Ok(f) => f,
-        Err(e) => return (None, None, Some(format!("cannot create {}: {e}", path.display()))),
+        Err(e) => {
+            return (
+                None,
+                None,
+                Some(format!("cannot create {}: {e}", path.display())),
+            );
+        }
     };
-    let epoch = Duration::from_secs(EPOCH_UNIX_SECS);
+    let epoch = SystemTime::UNIX_EPOCH + Duration::from_secs(EPOCH_UNIX_SECS);
     match CaptureWriter::new(BufWriter::new(file), hosts, epoch, opts.capture_format) {
         Ok(w) => (Some(w), Some(path), None),
-        Err(e) => (None, None, Some(format!("cannot start capture {}: {e}", path.display()))),
+        Err(e) => (
+            None,
+            None,
+            Some(format!("cannot start capture {}: {e}", path.display())),
+        ),
     }
 }
 
-fn apply(sim: &mut turmoil::Sim<'_>, net: &Rc<RefCell<Network>>, loaded: &Loaded, action: &Action<'_>) {
+fn apply(
+    sim: &mut turmoil::Sim<'_>,
+    net: &Rc<RefCell<Network>>,
+    loaded: &Loaded,
+    action: &Action<'_>,
+) {
     let idx = |n: &str| loaded.host_index(n);
     let dirs = |from: &str, to: &str, oneway: bool| -> Vec<(usize, usize)> {
         match (idx(from), idx(to)) {
@@ -452,7 +526,8 @@ async fn host_main(ctx: Rc<HostCtx>, i: usize) -> turmoil::Result {
         recs[i].incarnations
     };
     let role = run_role(&ctx, i, incarnation);
-    let injector = inject::run_injector(&ctx.net, i, ctx.seed, &ctx.names, &ctx.ips, &ctx.injections);
+    let injector =
+        inject::run_injector(&ctx.net, i, ctx.seed, &ctx.names, &ctx.ips, &ctx.injections);
     let (r, j) = tokio::join!(role, injector);
     r?;
     j.map_err(|e| format!("host {}: injection failed: {e}", ctx.names[i]))?;
@@ -475,14 +550,24 @@ async fn run_role(ctx: &HostCtx, i: usize, incarnation: u32) -> turmoil::Result 
     let _enter = span.enter();
     match &ctx.roles[i] {
         Role::Idle => Ok(()),
-        Role::Client { target, port, start_ms, config } => {
+        Role::Client {
+            target,
+            port,
+            start_ms,
+            config,
+        } => {
             sleep_until_sim(SimTime::from_millis(*start_ms)).await;
             let sock = SimSocket::bind(ctx.net.clone(), i, 0, true).await?;
             let server = SocketAddrV4::new(ctx.ips[*target], *port);
-            ctx.observer.borrow_mut().register_client(name, sock.addr(), server);
+            ctx.observer
+                .borrow_mut()
+                .register_client(name, sock.addr(), server);
             let mut rng = named_rng(ctx.seed, &format!("proto:{name}:{incarnation}"));
             let stream_id = rng.next_u64();
-            let machine = Rc::new(RefCell::new(Initiator::new(config.clone(), SocketAddr::V4(server), stream_id)));
+            let machine =
+                Initiator::with_stream_id(config.clone(), SocketAddr::V4(server), stream_id)
+                    .map_err(|e| format!("host {name}: initiator config: {e}"))?;
+            let machine = Rc::new(RefCell::new(machine));
             ctx.records.borrow_mut()[i].machine = HostMachine::Client(machine.clone());
             let mut driver = Driver::new(Shared(machine), sock);
             let res = driver.run(|o| {
@@ -500,8 +585,9 @@ async fn run_role(ctx: &HostCtx, i: usize, incarnation: u32) -> turmoil::Result 
         }
         Role::Server { port, config } => {
             let sock = SimSocket::bind(ctx.net.clone(), i, *port, true).await?;
-            let mut rng = named_rng(ctx.seed, &format!("proto:{name}:{incarnation}"));
-            let machine = Rc::new(RefCell::new(Responder::new(config.clone(), rng.next_u64())));
+            let machine = Responder::new(config.clone())
+                .map_err(|e| format!("host {name}: responder config: {e}"))?;
+            let machine = Rc::new(RefCell::new(machine));
             ctx.records.borrow_mut()[i].machine = HostMachine::Server(machine.clone());
             let mut driver = Driver::new(Shared(machine), sock);
             let res = driver.run(|o| {
@@ -518,7 +604,12 @@ async fn run_role(ctx: &HostCtx, i: usize, incarnation: u32) -> turmoil::Result 
     }
 }
 
-fn collect_hosts(records: &[HostRecord], names: &[String], ips: &[Ipv4Addr], roles: &[Role]) -> Vec<HostResult> {
+fn collect_hosts(
+    records: &[HostRecord],
+    names: &[String],
+    ips: &[Ipv4Addr],
+    roles: &[Role],
+) -> Vec<HostResult> {
     records
         .iter()
         .enumerate()
@@ -555,8 +646,8 @@ fn collect_hosts(records: &[HostRecord], names: &[String], ips: &[Ipv4Addr], rol
                     h.state = Some(format!("{:?}", m.state()));
                     match m.outcome() {
                         None => h.outcome = Some("unfinished".into()),
-                        Some(Ok(())) => h.outcome = Some("completed".into()),
-                        Some(Err(e)) => {
+                        Some(Outcome::Completed) => h.outcome = Some("completed".into()),
+                        Some(Outcome::Failed(e)) => {
                             h.outcome = Some("failed".into());
                             h.error = Some(e.name().to_string());
                             h.error_message = Some(e.to_string());

@@ -32,12 +32,11 @@ pub struct Scenario {
     /// Simulated time bound. A run whose clients have not all finished by
     /// then fails with a stall.
     pub duration_ms: u64,
-    /// Stream parameters shared by every host (the out-of-band agreement
-    /// ctsTraffic also relies on): merged into each host's `config`, whose
-    /// own keys win.
-    #[serde(default, skip_serializing_if = "serde_json::Map::is_empty")]
-    #[schemars(with = "BTreeMap<String, serde_json::Value>")]
-    pub stream: serde_json::Map<String, serde_json::Value>,
+    /// Stream parameters shared by every client and server (the
+    /// out-of-band agreement ctsTraffic also relies on): merged into each
+    /// host's `config`, whose own keys win.
+    #[serde(default)]
+    pub stream: StreamParams,
     /// The simulated hosts, in registration order (which fixes their
     /// addresses: the first is 192.168.0.1).
     pub hosts: Vec<HostSpec>,
@@ -56,6 +55,33 @@ pub struct Scenario {
     /// What the run must show.
     #[serde(default)]
     pub expect: Expect,
+}
+
+/// Stream parameters both ends must agree on.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct StreamParams {
+    /// Stream bit rate (rounded down to a multiple of 8).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bits_per_second: Option<u64>,
+    /// Frames per second.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub frame_rate: Option<u32>,
+    /// Stream length, seconds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stream_length_s: Option<u32>,
+    /// Largest datagram, bytes, header included.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub datagram_size: Option<u32>,
+}
+
+impl StreamParams {
+    fn as_map(&self) -> serde_json::Map<String, serde_json::Value> {
+        match serde_json::to_value(self) {
+            Ok(serde_json::Value::Object(m)) => m,
+            _ => serde_json::Map::new(),
+        }
+    }
 }
 
 /// One simulated host. Exactly one of `client` / `server` may be given; a
@@ -268,7 +294,9 @@ impl Inject {
 }
 
 /// Frame types as scenario files name them.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize, JsonSchema)]
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize, JsonSchema,
+)]
 #[serde(rename_all = "SCREAMING_SNAKE_CASE")]
 pub enum FrameKind {
     /// START (type 1).
@@ -497,7 +525,9 @@ pub struct Bound {
 impl Bound {
     /// Whether `v` satisfies every given bound.
     pub fn holds(&self, v: f64) -> bool {
-        self.eq.is_none_or(|e| v == e) && self.min.is_none_or(|m| v >= m) && self.max.is_none_or(|m| v <= m)
+        self.eq.is_none_or(|e| v == e)
+            && self.min.is_none_or(|m| v >= m)
+            && self.max.is_none_or(|m| v <= m)
     }
 }
 
@@ -762,7 +792,8 @@ fn strip_position(msg: &str) -> String {
 fn is_valid_name(s: &str) -> bool {
     !s.is_empty()
         && s.len() <= 64
-        && s.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+        && s.chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
 }
 
 /// Parse hex with optional whitespace.
@@ -777,7 +808,10 @@ pub fn parse_hex(s: &str) -> Result<Vec<u8>, String> {
     hex::decode(&digits).map_err(|e| format!("not hex: {e}"))
 }
 
-fn merge(base: &serde_json::Map<String, serde_json::Value>, over: &serde_json::Map<String, serde_json::Value>) -> serde_json::Value {
+fn merge(
+    base: &serde_json::Map<String, serde_json::Value>,
+    over: &serde_json::Map<String, serde_json::Value>,
+) -> serde_json::Value {
     let mut m = base.clone();
     for (k, v) in over {
         m.insert(k.clone(), v.clone());
@@ -785,10 +819,16 @@ fn merge(base: &serde_json::Map<String, serde_json::Value>, over: &serde_json::M
     serde_json::Value::Object(m)
 }
 
-fn typed_config<T: serde::de::DeserializeOwned>(value: serde_json::Value, path: &str) -> Result<T, ScenarioError> {
+fn typed_config<T: serde::de::DeserializeOwned>(
+    value: serde_json::Value,
+    path: &str,
+) -> Result<T, ScenarioError> {
     serde_path_to_error::deserialize(value).map_err(|e| {
         let sub = json_path(e.path());
-        ScenarioError::at(format!("{path}{}", sub.trim_start_matches('$')), e.into_inner().to_string())
+        ScenarioError::at(
+            format!("{path}{}", sub.trim_start_matches('$')),
+            e.into_inner().to_string(),
+        )
     })
 }
 
@@ -796,7 +836,10 @@ fn typed_config<T: serde::de::DeserializeOwned>(value: serde_json::Value, path: 
 fn validate(s: &Scenario) -> Result<Vec<Role>, Vec<ScenarioError>> {
     let mut errs = Vec::new();
     if !is_valid_name(&s.name) {
-        errs.push(ScenarioError::at("$.name", format!("{:?} must be 1-64 letters, digits, '_' or '-'", s.name)));
+        errs.push(ScenarioError::at(
+            "$.name",
+            format!("{:?} must be 1-64 letters, digits, '_' or '-'", s.name),
+        ));
     }
     if s.duration_ms == 0 {
         errs.push(ScenarioError::at("$.duration_ms", "must be > 0"));
@@ -805,13 +848,27 @@ fn validate(s: &Scenario) -> Result<Vec<Role>, Vec<ScenarioError>> {
         errs.push(ScenarioError::at("$.hosts", "at least one host is needed"));
     }
     if s.hosts.len() > 200 {
-        errs.push(ScenarioError::at("$.hosts", format!("{} hosts; at most 200 are supported", s.hosts.len())));
+        errs.push(ScenarioError::at(
+            "$.hosts",
+            format!("{} hosts; at most 200 are supported", s.hosts.len()),
+        ));
     }
-    let names: BTreeMap<&str, usize> = s.hosts.iter().enumerate().map(|(i, h)| (h.name.as_str(), i)).collect();
+    let names: BTreeMap<&str, usize> = s
+        .hosts
+        .iter()
+        .enumerate()
+        .map(|(i, h)| (h.name.as_str(), i))
+        .collect();
     let host = |name: &str, path: String, errs: &mut Vec<ScenarioError>| -> Option<usize> {
         let i = names.get(name).copied();
         if i.is_none() {
-            errs.push(ScenarioError::at(path, format!("no host named {name:?} (hosts: {})", names.keys().copied().collect::<Vec<_>>().join(", "))));
+            errs.push(ScenarioError::at(
+                path,
+                format!(
+                    "no host named {name:?} (hosts: {})",
+                    names.keys().copied().collect::<Vec<_>>().join(", ")
+                ),
+            ));
         }
         i
     };
@@ -819,31 +876,51 @@ fn validate(s: &Scenario) -> Result<Vec<Role>, Vec<ScenarioError>> {
     for (i, h) in s.hosts.iter().enumerate() {
         let p = format!("$.hosts[{i}]");
         if !is_valid_name(&h.name) {
-            errs.push(ScenarioError::at(format!("{p}.name"), format!("{:?} must be 1-64 letters, digits, '_' or '-'", h.name)));
+            errs.push(ScenarioError::at(
+                format!("{p}.name"),
+                format!("{:?} must be 1-64 letters, digits, '_' or '-'", h.name),
+            ));
         }
         if names.get(h.name.as_str()) != Some(&i) {
-            errs.push(ScenarioError::at(format!("{p}.name"), format!("duplicate host name {:?}", h.name)));
+            errs.push(ScenarioError::at(
+                format!("{p}.name"),
+                format!("duplicate host name {:?}", h.name),
+            ));
         }
         let role = match (&h.client, &h.server) {
             (Some(_), Some(_)) => {
-                errs.push(ScenarioError::at(p.clone(), "a host is a client or a server, not both"));
+                errs.push(ScenarioError::at(
+                    p.clone(),
+                    "a host is a client or a server, not both",
+                ));
                 Role::Idle
             }
             (Some(c), None) => {
                 let target = host(&c.target, format!("{p}.client.target"), &mut errs);
                 if target.is_some_and(|t| s.hosts[t].server.is_none()) {
-                    errs.push(ScenarioError::at(format!("{p}.client.target"), format!("host {:?} is not a server", c.target)));
+                    errs.push(ScenarioError::at(
+                        format!("{p}.client.target"),
+                        format!("host {:?} is not a server", c.target),
+                    ));
                 }
                 if c.start_ms >= s.duration_ms {
-                    errs.push(ScenarioError::at(format!("{p}.client.start_ms"), format!("{} is not before duration_ms {}", c.start_ms, s.duration_ms)));
+                    errs.push(ScenarioError::at(
+                        format!("{p}.client.start_ms"),
+                        format!("{} is not before duration_ms {}", c.start_ms, s.duration_ms),
+                    ));
                 }
                 let cp = format!("{p}.client.config");
-                match typed_config::<InitiatorConfig>(merge(&s.stream, &c.config), &cp) {
+                match typed_config::<InitiatorConfig>(merge(&s.stream.as_map(), &c.config), &cp) {
                     Ok(config) => {
                         if let Err(e) = config.validate() {
                             errs.push(ScenarioError::at(cp, e.to_string()));
                         }
-                        Role::Client { target: target.unwrap_or(0), port: c.port, start_ms: c.start_ms, config }
+                        Role::Client {
+                            target: target.unwrap_or(0),
+                            port: c.port,
+                            start_ms: c.start_ms,
+                            config,
+                        }
                     }
                     Err(e) => {
                         errs.push(e);
@@ -853,12 +930,15 @@ fn validate(s: &Scenario) -> Result<Vec<Role>, Vec<ScenarioError>> {
             }
             (None, Some(sv)) => {
                 let cp = format!("{p}.server.config");
-                match typed_config::<ResponderConfig>(merge(&s.stream, &sv.config), &cp) {
+                match typed_config::<ResponderConfig>(merge(&s.stream.as_map(), &sv.config), &cp) {
                     Ok(config) => {
                         if let Err(e) = config.validate() {
                             errs.push(ScenarioError::at(cp, e.to_string()));
                         }
-                        Role::Server { port: sv.port, config }
+                        Role::Server {
+                            port: sv.port,
+                            config,
+                        }
                     }
                     Err(e) => {
                         errs.push(e);
@@ -876,17 +956,33 @@ fn validate(s: &Scenario) -> Result<Vec<Role>, Vec<ScenarioError>> {
         let a = host(&l.a, format!("{p}.a"), &mut errs);
         let b = host(&l.b, format!("{p}.b"), &mut errs);
         if a.is_some() && a == b {
-            errs.push(ScenarioError::at(p.clone(), "a link joins two different hosts"));
+            errs.push(ScenarioError::at(
+                p.clone(),
+                "a link joins two different hosts",
+            ));
         }
         if let (Some(a), Some(b)) = (a, b) {
             if let Some(prev) = seen_pairs.insert((a.min(b), a.max(b)), i) {
-                errs.push(ScenarioError::at(p.clone(), format!("hosts {:?} and {:?} already have a link at $.links[{prev}]", l.a, l.b)));
+                errs.push(ScenarioError::at(
+                    p.clone(),
+                    format!(
+                        "hosts {:?} and {:?} already have a link at $.links[{prev}]",
+                        l.a, l.b
+                    ),
+                ));
             }
         }
         if l.both.is_some() && (l.a_to_b.is_some() || l.b_to_a.is_some()) {
-            errs.push(ScenarioError::at(p.clone(), "give either `both` or `a_to_b`/`b_to_a`, not both forms"));
+            errs.push(ScenarioError::at(
+                p.clone(),
+                "give either `both` or `a_to_b`/`b_to_a`, not both forms",
+            ));
         }
-        for (key, cfg) in [("both", &l.both), ("a_to_b", &l.a_to_b), ("b_to_a", &l.b_to_a)] {
+        for (key, cfg) in [
+            ("both", &l.both),
+            ("a_to_b", &l.a_to_b),
+            ("b_to_a", &l.b_to_a),
+        ] {
             if let Some(cfg) = cfg {
                 if let Err(e) = cfg.validate(&format!("{p}.{key}")) {
                     errs.extend(e.into_iter().map(|e| ScenarioError::at("", e.to_string())));
@@ -903,10 +999,19 @@ fn validate(s: &Scenario) -> Result<Vec<Role>, Vec<ScenarioError>> {
     for (i, t) in s.timeline.iter().enumerate() {
         let p = format!("$.timeline[{i}]");
         if t.at_ms > s.duration_ms {
-            errs.push(ScenarioError::at(format!("{p}.at_ms"), format!("{} is after duration_ms {}", t.at_ms, s.duration_ms)));
+            errs.push(ScenarioError::at(
+                format!("{p}.at_ms"),
+                format!("{} is after duration_ms {}", t.at_ms, s.duration_ms),
+            ));
         }
         if t.at_ms < last_at {
-            errs.push(ScenarioError::at(format!("{p}.at_ms"), format!("{} is before the previous entry's {last_at}: keep the timeline in time order", t.at_ms)));
+            errs.push(ScenarioError::at(
+                format!("{p}.at_ms"),
+                format!(
+                    "{} is before the previous entry's {last_at}: keep the timeline in time order",
+                    t.at_ms
+                ),
+            ));
         }
         last_at = t.at_ms;
         let actions = t.actions();
@@ -932,11 +1037,18 @@ fn validate(s: &Scenario) -> Result<Vec<Role>, Vec<ScenarioError>> {
                     let f = host(&x.from, format!("{p}.{key}.from"), &mut errs);
                     let to = host(&x.to, format!("{p}.{key}.to"), &mut errs);
                     if f.is_some() && f == to {
-                        errs.push(ScenarioError::at(format!("{p}.{key}"), "from and to must differ"));
+                        errs.push(ScenarioError::at(
+                            format!("{p}.{key}"),
+                            "from and to must differ",
+                        ));
                     }
                 }
                 Action::Crash(x) | Action::Restart(x) => {
-                    let key = if matches!(a, Action::Crash(_)) { "crash" } else { "restart" };
+                    let key = if matches!(a, Action::Crash(_)) {
+                        "crash"
+                    } else {
+                        "restart"
+                    };
                     host(&x.host, format!("{p}.{key}.host"), &mut errs);
                 }
             }
@@ -947,27 +1059,43 @@ fn validate(s: &Scenario) -> Result<Vec<Role>, Vec<ScenarioError>> {
         host(&r.from, format!("{p}.from"), &mut errs);
         host(&r.to, format!("{p}.to"), &mut errs);
         if r.matching.nth == Some(0) {
-            errs.push(ScenarioError::at(format!("{p}.match.nth"), "nth counts from 1"));
+            errs.push(ScenarioError::at(
+                format!("{p}.match.nth"),
+                "nth counts from 1",
+            ));
         }
         if r.matching.count.is_some() && r.matching.nth.is_none() {
-            errs.push(ScenarioError::at(format!("{p}.match.count"), "count needs nth"));
+            errs.push(ScenarioError::at(
+                format!("{p}.match.count"),
+                "count needs nth",
+            ));
         }
         if r.matching.count == Some(0) {
-            errs.push(ScenarioError::at(format!("{p}.match.count"), "must be >= 1"));
+            errs.push(ScenarioError::at(
+                format!("{p}.match.count"),
+                "must be >= 1",
+            ));
         }
         if let RuleAction::Overwrite(o) = &r.action {
             match parse_hex(&o.hex) {
-                Ok(b) if b.is_empty() => errs.push(ScenarioError::at(format!("{p}.action.overwrite.hex"), "no bytes")),
-                Ok(b) if o.offset + b.len() > 65_507 => {
-                    errs.push(ScenarioError::at(format!("{p}.action.overwrite"), "writes past the largest UDP datagram (65507 bytes)"))
-                }
+                Ok(b) if b.is_empty() => errs.push(ScenarioError::at(
+                    format!("{p}.action.overwrite.hex"),
+                    "no bytes",
+                )),
+                Ok(b) if o.offset + b.len() > 65_507 => errs.push(ScenarioError::at(
+                    format!("{p}.action.overwrite"),
+                    "writes past the largest UDP datagram (65507 bytes)",
+                )),
                 Ok(_) => {}
                 Err(e) => errs.push(ScenarioError::at(format!("{p}.action.overwrite.hex"), e)),
             }
         }
         if let RuleAction::Duplicate(n) = r.action {
             if n == 0 || n > 16 {
-                errs.push(ScenarioError::at(format!("{p}.action.duplicate"), format!("{n} copies; give 1 to 16")));
+                errs.push(ScenarioError::at(
+                    format!("{p}.action.duplicate"),
+                    format!("{n} copies; give 1 to 16"),
+                ));
             }
         }
     }
@@ -976,42 +1104,76 @@ fn validate(s: &Scenario) -> Result<Vec<Role>, Vec<ScenarioError>> {
         host(&d.from, format!("{p}.from"), &mut errs);
         host(&d.to, format!("{p}.to"), &mut errs);
         if d.at_ms > s.duration_ms {
-            errs.push(ScenarioError::at(format!("{p}.at_ms"), format!("{} is after duration_ms {}", d.at_ms, s.duration_ms)));
+            errs.push(ScenarioError::at(
+                format!("{p}.at_ms"),
+                format!("{} is after duration_ms {}", d.at_ms, s.duration_ms),
+            ));
         }
         match (&d.hex, &d.frame) {
             (Some(h), None) => match parse_hex(h) {
-                Ok(b) if b.len() > 65_507 => errs.push(ScenarioError::at(format!("{p}.hex"), format!("{} bytes is more than a UDP datagram holds", b.len()))),
+                Ok(b) if b.len() > 65_507 => errs.push(ScenarioError::at(
+                    format!("{p}.hex"),
+                    format!("{} bytes is more than a UDP datagram holds", b.len()),
+                )),
                 Ok(_) => {}
                 Err(e) => errs.push(ScenarioError::at(format!("{p}.hex"), e)),
             },
             (None, Some(f)) => {
                 if f.pad_to.is_some_and(|n| n > 65_507) {
-                    errs.push(ScenarioError::at(format!("{p}.frame.pad_to"), "more than a UDP datagram holds"));
+                    errs.push(ScenarioError::at(
+                        format!("{p}.frame.pad_to"),
+                        "more than a UDP datagram holds",
+                    ));
                 }
                 if f.reason.as_ref().is_some_and(|r| r.len() > 255) {
-                    errs.push(ScenarioError::at(format!("{p}.frame.reason"), "longer than 255 bytes"));
+                    errs.push(ScenarioError::at(
+                        format!("{p}.frame.reason"),
+                        "longer than 255 bytes",
+                    ));
                 }
             }
-            _ => errs.push(ScenarioError::at(p.clone(), "give exactly one of `hex` and `frame`")),
+            _ => errs.push(ScenarioError::at(
+                p.clone(),
+                "give exactly one of `hex` and `frame`",
+            )),
         }
         if let Some(f) = &d.flood {
             if f.count == 0 || f.count > 100_000 {
-                errs.push(ScenarioError::at(format!("{p}.flood.count"), format!("{}: give 1 to 100000", f.count)));
+                errs.push(ScenarioError::at(
+                    format!("{p}.flood.count"),
+                    format!("{}: give 1 to 100000", f.count),
+                ));
             }
             if f.sources == 0 || f.sources > 20_000 {
-                errs.push(ScenarioError::at(format!("{p}.flood.sources"), format!("{}: give 1 to 20000", f.sources)));
+                errs.push(ScenarioError::at(
+                    format!("{p}.flood.sources"),
+                    format!("{}: give 1 to 20000", f.sources),
+                ));
             }
         }
     }
     for (name, he) in &s.expect.hosts {
         let p = format!("$.expect.hosts.{name}");
-        let Some(i) = host(name, p.clone(), &mut errs) else { continue };
+        let Some(i) = host(name, p.clone(), &mut errs) else {
+            continue;
+        };
         let is_client = s.hosts[i].client.is_some();
-        if !is_client && (he.outcome.is_some() || he.error.is_some() || he.time_to_stream_ms.is_some() || he.handshake.is_some()) {
-            errs.push(ScenarioError::at(p.clone(), "outcome, error, time_to_stream_ms and handshake apply to client hosts only"));
+        if !is_client
+            && (he.outcome.is_some()
+                || he.error.is_some()
+                || he.time_to_stream_ms.is_some()
+                || he.handshake.is_some())
+        {
+            errs.push(ScenarioError::at(
+                p.clone(),
+                "outcome, error, time_to_stream_ms and handshake apply to client hosts only",
+            ));
         }
         if he.error.is_some() && he.outcome == Some(OutcomeKind::Completed) {
-            errs.push(ScenarioError::at(format!("{p}.error"), "an error is only expected with outcome \"failed\""));
+            errs.push(ScenarioError::at(
+                format!("{p}.error"),
+                "an error is only expected with outcome \"failed\"",
+            ));
         }
     }
     for (i, f) in s.expect.frames.iter().enumerate() {
@@ -1023,8 +1185,15 @@ fn validate(s: &Scenario) -> Result<Vec<Role>, Vec<ScenarioError>> {
             host(h, format!("{p}.to"), &mut errs);
         }
         if f.code.is_some() && f.kind != FrameKind::Error {
-            errs.push(ScenarioError::at(format!("{p}.code"), "only ERROR frames have a code"));
+            errs.push(ScenarioError::at(
+                format!("{p}.code"),
+                "only ERROR frames have a code",
+            ));
         }
     }
-    if errs.is_empty() { Ok(roles) } else { Err(errs) }
+    if errs.is_empty() {
+        Ok(roles)
+    } else {
+        Err(errs)
+    }
 }

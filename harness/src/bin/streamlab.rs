@@ -1,6 +1,5 @@
-//! The `streamlab` command line.
+//! The `streamlab` command line: see `streamlab --help`.
 
-fn main() {
-    eprintln!("streamlab: no subcommands yet");
-    std::process::exit(2);
+fn main() -> std::process::ExitCode {
+    streamlab_harness::cli::main()
 }
