@@ -142,6 +142,7 @@ pub fn main() -> ExitCode {
                     FormatArg::Pcap => CaptureFormat::Pcap,
                 },
                 watchdog: Duration::from_secs(watchdog_secs),
+                keep_trace: false,
             };
             cmd_run(&paths, &opts, &reports, jobs)
         }

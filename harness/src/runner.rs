@@ -43,6 +43,9 @@ pub struct RunOptions {
     pub capture_format: CaptureFormat,
     /// Wall-clock bound on one run.
     pub watchdog: Duration,
+    /// Keep the whole trace in memory and return it (for tests; a long run
+    /// needs memory in proportion).
+    pub keep_trace: bool,
 }
 
 impl Default for RunOptions {
@@ -52,6 +55,7 @@ impl Default for RunOptions {
             captures: None,
             capture_format: CaptureFormat::PcapNg,
             watchdog: Duration::from_secs(120),
+            keep_trace: false,
         }
     }
 }
@@ -159,6 +163,8 @@ pub struct RunOutput {
     pub capture_error: Option<String>,
     /// Wall-clock time the run took.
     pub wall: Duration,
+    /// The trace, with [`RunOptions::keep_trace`].
+    pub trace: Option<Vec<TraceEvent>>,
 }
 
 /// Run a loaded scenario.
@@ -230,11 +236,17 @@ pub fn run(loaded: &Loaded, opts: &RunOptions) -> RunOutput {
     )));
     let (capture, capture_path, mut capture_error) = open_capture(loaded, opts, seed, &host_infos);
     let capture = Rc::new(RefCell::new(capture));
+    let kept: Rc<RefCell<Option<Vec<TraceEvent>>>> =
+        Rc::new(RefCell::new(opts.keep_trace.then(Vec::new)));
     let recorder = {
         let observer = observer.clone();
         let capture = capture.clone();
+        let kept = kept.clone();
         Box::new(move |e: &TraceEvent| {
             observer.borrow_mut().observe(e);
+            if let Some(t) = kept.borrow_mut().as_mut() {
+                t.push(e.clone());
+            }
             let mut cap = capture.borrow_mut();
             if let Some(w) = cap.as_mut() {
                 if let Err(err) = w.record(e) {
@@ -393,6 +405,7 @@ pub fn run(loaded: &Loaded, opts: &RunOptions) -> RunOutput {
         capture: capture_path,
         capture_error,
         wall: wall_start.elapsed(),
+        trace: kept.borrow_mut().take(),
     }
 }
 

@@ -1,0 +1,281 @@
+//! The regression suite: every file in `scenarios/` is its own test case.
+//!
+//! Each case runs the scenario twice with captures and demands:
+//! - the verdict is pass (the failure text names the broken checks, the seed
+//!   and the scenario id);
+//! - both runs are byte-identical: trace hash, capture file, JSON report
+//!   (wall-clock and capture path aside);
+//! - the capture, read back by the real tshark with our dissector, agrees
+//!   with the harness's own trace packet by packet: interfaces, directions,
+//!   frame types, stream ids, checksums (bad exactly where the trace says a
+//!   corruption was caught), malformed exactly where our own parser says so,
+//!   and every impairment in the trace appears as a comment.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use rstest::rstest;
+use streamlab_harness::impair::{CopyFate, PacketId};
+use streamlab_harness::report::{RunReport, Verdict};
+use streamlab_harness::runner::{RunOptions, run};
+use streamlab_harness::scenario::load;
+use streamlab_harness::trace::{Origin, TraceEvent};
+use streamlab_harness::tshark::{ChecksumStatus, Direction, Row, require_tshark, tshark_rows};
+
+fn out_dir(name: &str, run: u32) -> PathBuf {
+    let d = std::env::temp_dir()
+        .join(format!("streamlab-suite-{}", std::process::id()))
+        .join(format!("{name}-{run}"));
+    std::fs::create_dir_all(&d).expect("temp dir");
+    d
+}
+
+/// The report as JSON with the two fields that may differ between identical
+/// runs removed.
+fn comparable(r: &RunReport) -> serde_json::Value {
+    let mut v = serde_json::to_value(r).expect("report serialises");
+    if let Some(m) = v.as_object_mut() {
+        m.remove("wall_clock");
+        m.remove("capture");
+    }
+    v
+}
+
+#[rstest]
+fn scenario(#[files("../scenarios/*.json")] path: PathBuf) {
+    let loaded = load(&path).unwrap_or_else(|errs| {
+        panic!(
+            "{}",
+            errs.iter()
+                .map(|e| e.to_string())
+                .collect::<Vec<_>>()
+                .join("\n")
+        )
+    });
+    let name = loaded.scenario.name.clone();
+    let mut runs = Vec::new();
+    for i in 0..2 {
+        let opts = RunOptions {
+            captures: Some(out_dir(&name, i)),
+            keep_trace: i == 0,
+            ..RunOptions::default()
+        };
+        let mut out = run(&loaded, &opts);
+        let trace = out.trace.take();
+        let report = RunReport::new(&loaded, &path.display().to_string(), out);
+        runs.push((report, trace));
+    }
+    let (first, trace) = &runs[0];
+    let (second, _) = &runs[1];
+    assert_eq!(first.verdict, Verdict::Pass, "{}", first.failure_text());
+
+    // Determinism.
+    assert_eq!(
+        first.simulation.trace_sha256, second.simulation.trace_sha256,
+        "trace differs between identical runs"
+    );
+    assert_eq!(
+        comparable(first),
+        comparable(second),
+        "reports differ between identical runs"
+    );
+    let cap1 = PathBuf::from(first.capture.as_ref().expect("capture written"));
+    let cap2 = PathBuf::from(second.capture.as_ref().expect("capture written"));
+    let (b1, b2) = (
+        std::fs::read(&cap1).expect("capture 1"),
+        std::fs::read(&cap2).expect("capture 2"),
+    );
+    assert!(
+        b1 == b2,
+        "captures differ between identical runs: {} vs {}",
+        cap1.display(),
+        cap2.display()
+    );
+
+    // The capture against the trace, through tshark.
+    if require_tshark(&format!("suite capture check for {name}")).is_none() {
+        return;
+    }
+    let trace = trace.as_ref().expect("trace kept");
+    let names = first
+        .hosts
+        .values()
+        .map(|h| (h.address, h.name.clone()))
+        .collect();
+    check_capture(&cap1, trace, &names);
+}
+
+/// What the trace says one capture record must show.
+#[derive(Debug)]
+struct Expected {
+    iface: String,
+    direction: Direction,
+    bytes: Vec<u8>,
+    /// Comment fragments that must appear.
+    notes: Vec<String>,
+    checksum: ChecksumStatus,
+}
+
+fn check_capture(
+    capture: &Path,
+    trace: &[TraceEvent],
+    names: &BTreeMap<std::net::Ipv4Addr, String>,
+) {
+    let rows =
+        tshark_rows(capture).unwrap_or_else(|e| panic!("tshark on {}: {e}", capture.display()));
+    // Expected records keyed by (packet, direction, copy for inbound).
+    let mut expected: BTreeMap<(u64, u8, u32), Expected> = BTreeMap::new();
+    for e in trace {
+        match e {
+            TraceEvent::Sent {
+                packet,
+                src,
+                bytes,
+                origin,
+                notes,
+                verdict,
+                ..
+            } => {
+                let mut frags = Vec::new();
+                for (copy, fate) in verdict.copies.iter().enumerate() {
+                    match fate {
+                        CopyFate::Dropped { .. } => frags.push(format!("copy={copy} dropped")),
+                        CopyFate::Delivered {
+                            corruption: Some(_),
+                            ..
+                        } => frags.push(format!("copy={copy} corrupted")),
+                        _ => {}
+                    }
+                    if copy > 0 {
+                        frags.push(format!("copy={copy} duplicate"));
+                    }
+                }
+                if matches!(origin, Origin::Injected { .. }) {
+                    frags.push("origin: injected".into());
+                }
+                if !notes.is_empty() {
+                    frags.push("rule".into());
+                }
+                expected.insert(
+                    (packet.0, 2, 0),
+                    Expected {
+                        iface: names.get(src.ip()).cloned().unwrap_or_default(),
+                        direction: Direction::Outbound,
+                        bytes: bytes.clone(),
+                        notes: frags,
+                        checksum: ChecksumStatus::Good,
+                    },
+                );
+            }
+            TraceEvent::Arrived {
+                packet,
+                copy,
+                dst,
+                bytes,
+                corruption,
+                ..
+            } => {
+                let checksum = match corruption {
+                    Some(c) if c.caught_by_checksum => ChecksumStatus::Bad,
+                    Some(_) => ChecksumStatus::NotPresent,
+                    None => ChecksumStatus::Good,
+                };
+                expected.insert(
+                    (packet.0, 1, *copy),
+                    Expected {
+                        iface: names.get(dst.ip()).cloned().unwrap_or_default(),
+                        direction: Direction::Inbound,
+                        bytes: bytes.clone(),
+                        notes: vec![format!("copy={copy} arrived")],
+                        checksum,
+                    },
+                );
+            }
+            TraceEvent::Lost { packet, copy, .. } => {
+                if let Some(out) = expected.get_mut(&(packet.0, 2, 0)) {
+                    out.notes.push(format!("copy={copy} lost"));
+                }
+            }
+            _ => {}
+        }
+    }
+    let mut seen = 0usize;
+    for row in &rows {
+        let packet = row
+            .packet_id
+            .unwrap_or_else(|| panic!("frame {} has no packet id", row.number));
+        let (dir, copy) = match row.direction {
+            Some(Direction::Outbound) => (2, 0),
+            Some(Direction::Inbound) => (1, inbound_copy(row)),
+            _ => panic!("frame {} has no direction", row.number),
+        };
+        let Some(exp) = expected.get(&(packet, dir, copy)) else {
+            // A late note re-states an outbound record; it must say so.
+            assert!(
+                row.comment_contains("late note"),
+                "frame {} (packet {packet}) is not in the trace",
+                row.number
+            );
+            continue;
+        };
+        seen += 1;
+        let at = format!(
+            "{} frame {} (packet {} {:?})",
+            capture.display(),
+            row.number,
+            PacketId(packet),
+            exp.direction
+        );
+        assert_eq!(row.interface_name, exp.iface, "{at}: interface");
+        let parsed = streamlab::wire::parse(&exp.bytes);
+        assert_eq!(
+            row.malformed,
+            parsed.is_err(),
+            "{at}: dissector malformed={} but our parser says {parsed:?}",
+            row.malformed
+        );
+        if let Ok(frame) = parsed {
+            assert_eq!(
+                row.ms_type,
+                Some(u8::from(frame.frame_type())),
+                "{at}: frame type"
+            );
+            assert_eq!(row.stream_id, Some(frame.stream_id()), "{at}: stream id");
+        }
+        assert_eq!(
+            row.ip_checksum,
+            Some(ChecksumStatus::Good),
+            "{at}: IPv4 checksum"
+        );
+        assert_eq!(row.udp_checksum, Some(exp.checksum), "{at}: UDP checksum");
+        for n in &exp.notes {
+            assert!(
+                row.comments.iter().any(|c| c.contains(n.as_str())),
+                "{at}: comment {n:?} missing from {:?}",
+                row.comments
+            );
+        }
+    }
+    assert_eq!(
+        seen,
+        expected.len(),
+        "{}: every trace record appears once in the capture",
+        capture.display()
+    );
+}
+
+/// The copy index an inbound record's comment names (`copy=K arrived`).
+fn inbound_copy(row: &Row) -> u32 {
+    row.comments
+        .iter()
+        .find_map(|c| {
+            let i = c.find("copy=")?;
+            let rest = &c[i + 5..];
+            let end = rest.find(' ')?;
+            rest[end..]
+                .starts_with(" arrived")
+                .then(|| rest[..end].parse().ok())
+                .flatten()
+        })
+        .unwrap_or(0)
+}
