@@ -166,7 +166,10 @@ pub fn main() -> ExitCode {
     }
 }
 
-fn load_all(paths: &[PathBuf]) -> Result<(Vec<(PathBuf, Loaded)>, Vec<InputFailure>), String> {
+/// Scenario files that loaded, and those that did not.
+type Loads = (Vec<(PathBuf, Loaded)>, Vec<InputFailure>);
+
+fn load_all(paths: &[PathBuf]) -> Result<Loads, String> {
     let files = expand(paths)?;
     let mut ok = Vec::new();
     let mut bad = Vec::new();

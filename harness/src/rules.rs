@@ -120,7 +120,7 @@ impl RuleSet {
                         b.resize(end, 0);
                     }
                     let old =
-                        hex::encode(&data.get(o.offset..end.min(data.len())).unwrap_or_default());
+                        hex::encode(data.get(o.offset..end.min(data.len())).unwrap_or_default());
                     b[o.offset..end].copy_from_slice(&c.overwrite);
                     format!(
                         "overwrote bytes {}..{end}: {old} → {}",

@@ -729,6 +729,20 @@ pub fn parse(text: &str, origin: &str) -> Result<Loaded, Vec<ScenarioError>> {
             message: e.to_string(),
         }]
     })?;
+    if !value.is_object() {
+        let found = match value {
+            serde_json::Value::Array(_) => "an array",
+            serde_json::Value::String(_) => "a string",
+            serde_json::Value::Number(_) => "a number",
+            serde_json::Value::Bool(_) => "a boolean",
+            _ => "null",
+        };
+        return Err(vec![ScenarioError {
+            location: format!("{origin}: "),
+            path: "$".into(),
+            message: format!("invalid type: a scenario is a JSON object, found {found}"),
+        }]);
+    }
     let mut de = serde_json::Deserializer::from_str(text);
     let scenario: Scenario = serde_path_to_error::deserialize(&mut de).map_err(|e| {
         let path = json_path(e.path());

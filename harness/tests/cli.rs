@@ -1,0 +1,218 @@
+//! The `streamlab` command line, as users and CI call it: exit codes, error
+//! messages with JSON paths, the schema, listing, replay.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+fn streamlab(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_streamlab"))
+        .args(args)
+        .current_dir(workspace())
+        .output()
+        .expect("streamlab runs")
+}
+
+fn workspace() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("workspace root")
+        .to_path_buf()
+}
+
+fn tmp(name: &str) -> PathBuf {
+    let d = std::env::temp_dir()
+        .join(format!("streamlab-cli-{}", std::process::id()))
+        .join(name);
+    std::fs::create_dir_all(&d).expect("temp dir");
+    d
+}
+
+fn write(dir: &Path, file: &str, text: &str) -> String {
+    let p = dir.join(file);
+    std::fs::write(&p, text).expect("write scenario");
+    p.display().to_string()
+}
+
+fn text(o: &Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
+}
+
+const GOOD: &str = r#"{
+  "name": "cli_good",
+  "seed": 9,
+  "duration_ms": 6000,
+  "stream": { "bits_per_second": 200000, "frame_rate": 10, "stream_length_s": 1 },
+  "hosts": [ { "name": "server", "server": {} }, { "name": "client", "client": { "target": "server" } } ],
+  "expect": { "hosts": { "client": { "outcome": "completed", "stats": { "frames_completed": { "eq": 10 } } } } }
+}"#;
+
+#[test]
+fn run_passes_writes_reports_and_replays_identically() {
+    let dir = tmp("pass");
+    let file = write(&dir, "good.json", GOOD);
+    let (reports, captures) = (dir.join("reports"), dir.join("captures"));
+    let args = [
+        "run",
+        &file,
+        "--reports",
+        reports.to_str().unwrap(),
+        "--captures",
+        captures.to_str().unwrap(),
+    ];
+    let o = streamlab(&args);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    assert!(text(&o).contains("1 passed, 0 failed"), "{}", text(&o));
+    let junit = std::fs::read_to_string(reports.join("junit.xml")).expect("junit.xml");
+    assert!(
+        junit.contains("cli_good (seed 9)") && !junit.contains("<failure"),
+        "{junit}"
+    );
+    let json: Vec<PathBuf> = std::fs::read_dir(&reports)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|x| x == "json"))
+        .collect();
+    assert_eq!(json.len(), 1);
+    let first = std::fs::read(&json[0]).unwrap();
+    let report: serde_json::Value = serde_json::from_slice(&first).unwrap();
+    assert_eq!(report["verdict"], "pass");
+    assert_eq!(report["seed"], 9);
+    assert_eq!(report["hosts"]["client"]["stats"]["frames_completed"], 10);
+    let capture = report["capture"]
+        .as_str()
+        .expect("capture path")
+        .to_string();
+    let cap1 = std::fs::read(&capture).expect("capture exists");
+
+    // Same seed again: byte-identical capture and report (wall clock aside).
+    let o = streamlab(&args);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    assert_eq!(
+        std::fs::read(&capture).unwrap(),
+        cap1,
+        "capture differs on replay"
+    );
+    let again: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&json[0]).unwrap()).unwrap();
+    let strip = |mut v: serde_json::Value| {
+        v.as_object_mut().unwrap().remove("wall_clock");
+        v
+    };
+    assert_eq!(strip(again), strip(report));
+
+    // --seed replaces the seed and names it in the artifacts.
+    let o = streamlab(&[&args[..], &["--seed", "77"]].concat());
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    assert!(text(&o).contains("seed 77"), "{}", text(&o));
+}
+
+#[test]
+fn failed_expectation_exits_1_and_names_check_seed_and_id() {
+    let dir = tmp("fail");
+    let bad_expect = GOOD
+        .replace(r#""eq": 10"#, r#""eq": 11"#)
+        .replace("cli_good", "cli_fail");
+    let file = write(&dir, "fail.json", &bad_expect);
+    let o = streamlab(&[
+        "run",
+        &file,
+        "--reports",
+        dir.join("r").to_str().unwrap(),
+        "--no-capture",
+    ]);
+    assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+    let t = text(&o);
+    assert!(
+        t.contains("expect.hosts.client.stats.frames_completed"),
+        "{t}"
+    );
+    assert!(
+        t.contains("expected: == 11") && t.contains("observed: 10"),
+        "{t}"
+    );
+    assert!(t.contains("seed 9") && t.contains("id "), "{t}");
+    assert!(t.contains("--seed 9"), "replay command missing: {t}");
+    let junit = std::fs::read_to_string(dir.join("r").join("junit.xml")).unwrap();
+    assert!(junit.contains("<failure"), "{junit}");
+}
+
+#[test]
+fn malformed_scenarios_exit_2_with_json_paths_never_panic() {
+    let dir = tmp("bad");
+    let cases: &[(&str, String, &str)] = &[
+        ("syntax.json", "{ \"name\": \"x\", ".to_string(), "syntax.json:1:"),
+        ("unknown_key.json", GOOD.replace("\"seed\": 9", "\"seed\": 9, \"sead\": 1"), "unknown field `sead`"),
+        ("wrong_type.json", GOOD.replace("\"frame_rate\": 10", "\"frame_rate\": \"ten\""), "$.stream.frame_rate"),
+        ("bad_target.json", GOOD.replace("\"target\": \"server\"", "\"target\": \"srv\""), "$.hosts[1].client.target: no host named \"srv\""),
+        (
+            "bad_prob.json",
+            GOOD.replace("\"expect\"", "\"links\": [{\"a\": \"client\", \"b\": \"server\", \"both\": {\"loss\": {\"model\": \"random\", \"probability\": 1.5}}}], \"expect\""),
+            "$.links[0].both.loss",
+        ),
+        ("bad_config.json", GOOD.replace("\"client\": { \"target\": \"server\" }", "\"client\": { \"target\": \"server\", \"config\": { \"start_atempts\": 2 } }"), "$.hosts[1].client.config"),
+        ("no_action.json", GOOD.replace("\"expect\"", "\"timeline\": [{\"at_ms\": 5}], \"expect\""), "$.timeline[0]: exactly one action"),
+        ("bad_hex.json", GOOD.replace("\"expect\"", "\"inject\": {\"datagrams\": [{\"at_ms\": 1, \"from\": \"client\", \"to\": \"server\", \"hex\": \"0g\"}]}, \"expect\""), "$.inject.datagrams[0].hex"),
+        ("stat_on_server.json", GOOD.replace("\"client\": { \"outcome\"", "\"server\": { \"outcome\""), "$.expect.hosts.server"),
+        ("empty.json", String::new(), "empty.json"),
+        ("array.json", "[]".to_string(), "invalid type"),
+    ];
+    for (file, body, needle) in cases {
+        let path = write(&dir, file, body);
+        for cmd in ["validate", "run"] {
+            let o = streamlab(
+                &[cmd, &path, "--reports", dir.join("r").to_str().unwrap()]
+                    [..if cmd == "run" { 4 } else { 2 }],
+            );
+            let t = text(&o);
+            assert_eq!(o.status.code(), Some(2), "{cmd} {file}: {t}");
+            assert!(
+                t.contains(needle),
+                "{cmd} {file}: expected {needle:?} in:\n{t}"
+            );
+            assert!(!t.contains("panicked"), "{cmd} {file} panicked: {t}");
+        }
+    }
+    // A missing file is bad input too.
+    let o = streamlab(&["run", "/nonexistent/scenario.json"]);
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+}
+
+#[test]
+fn schema_is_json_schema_for_the_scenario_format() {
+    let o = streamlab(&["schema"]);
+    assert_eq!(o.status.code(), Some(0));
+    let schema: serde_json::Value = serde_json::from_slice(&o.stdout).expect("schema is JSON");
+    assert_eq!(schema["title"], "Scenario");
+    let props = schema["properties"].as_object().expect("properties");
+    for key in [
+        "name",
+        "seed",
+        "duration_ms",
+        "hosts",
+        "links",
+        "timeline",
+        "inject",
+        "expect",
+    ] {
+        assert!(props.contains_key(key), "schema lacks {key}");
+    }
+    assert!(
+        o.stdout
+            .windows(br#""additionalProperties": false"#.len())
+            .any(|w| w == br#""additionalProperties": false"#),
+        "schema is not strict"
+    );
+}
+
+#[test]
+fn list_and_validate_the_suite() {
+    let o = streamlab(&["validate", "scenarios"]);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    let o = streamlab(&["list"]);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    assert!(text(&o).contains("happy_path"), "{}", text(&o));
+}
