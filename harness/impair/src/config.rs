@@ -243,7 +243,9 @@ fn is_zero(v: &i64) -> bool {
 
 /// Named link presets. Numbers start from the comcast profiles (netem.md
 /// §6); latency is one-way added delay. See the crate docs for the table.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize, JsonSchema)]
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize, JsonSchema,
+)]
 #[serde(rename_all = "snake_case")]
 pub enum Preset {
     /// 0.1 ms, no jitter, 1 Gbit/s, no loss.
@@ -296,7 +298,11 @@ impl Preset {
     /// The preset as a full config (no `preset` field).
     pub fn config(self) -> LinkConfig {
         fn delay(base_ms: f64, jitter_ms: f64, distribution: Distribution) -> Option<DelayConfig> {
-            Some(DelayConfig { base_ms, jitter_ms, distribution })
+            Some(DelayConfig {
+                base_ms,
+                jitter_ms,
+                distribution,
+            })
         }
         fn rate(bytes_per_second: u64) -> Option<RateConfig> {
             Some(RateConfig {
@@ -310,13 +316,20 @@ impl Preset {
             Some(LossConfig::Random { probability })
         }
         fn burst(loss_rate: f64, mean_burst_len: f64) -> Option<LossConfig> {
-            Some(LossConfig::Burst { loss_rate, mean_burst_len })
+            Some(LossConfig::Burst {
+                loss_rate,
+                mean_burst_len,
+            })
         }
         use Distribution::{Normal, Uniform};
         let (delay, rate, loss) = match self {
             Preset::Lan => (delay(0.1, 0.0, Uniform), rate(125_000_000), None),
             Preset::Wifi => (delay(40.0, 5.0, Normal), rate(3_750_000), burst(0.002, 2.0)),
-            Preset::Lte => (delay(50.0, 10.0, Normal), rate(1_250_000), burst(0.005, 2.0)),
+            Preset::Lte => (
+                delay(50.0, 10.0, Normal),
+                rate(1_250_000),
+                burst(0.005, 2.0),
+            ),
             Preset::ThreeG => (delay(250.0, 25.0, Normal), rate(93_750), random(0.015)),
             Preset::Gprs => (delay(500.0, 50.0, Normal), rate(6_250), random(0.02)),
             Preset::Dsl => (delay(40.0, 2.0, Uniform), rate(1_000_000), random(0.005)),
@@ -344,7 +357,11 @@ pub const DEFAULT_QUEUE_LIMIT: u32 = 1000;
 const MAX_JITTER_NS: f64 = i32::MAX as f64;
 
 fn join(path: &str, field: &str) -> String {
-    if path.is_empty() { field.to_string() } else { format!("{path}.{field}") }
+    if path.is_empty() {
+        field.to_string()
+    } else {
+        format!("{path}.{field}")
+    }
 }
 
 fn check_prob(errs: &mut Vec<ConfigError>, path: &str, field: &str, value: f64) {
@@ -394,25 +411,48 @@ impl LinkConfig {
                 }
             }
             if d.jitter_ms.is_finite() && (d.jitter_ms * 1e6).round() > MAX_JITTER_NS {
-                errs.push(ConfigError::JitterTooLarge { path: join(&p, "jitter_ms"), value: d.jitter_ms });
+                errs.push(ConfigError::JitterTooLarge {
+                    path: join(&p, "jitter_ms"),
+                    value: d.jitter_ms,
+                });
             }
             if d.base_ms.is_finite() && d.base_ms * 1e6 > i64::MAX as f64 / 4.0 {
-                errs.push(ConfigError::DelayTooLarge { path: join(&p, "base_ms"), value: d.base_ms });
+                errs.push(ConfigError::DelayTooLarge {
+                    path: join(&p, "base_ms"),
+                    value: d.base_ms,
+                });
             }
         }
         if let Some(l) = &c.loss {
             let p = join(path, "loss");
             match *l {
-                LossConfig::Random { probability } => check_prob(&mut errs, &p, "probability", probability),
-                LossConfig::GilbertElliott { p: pp, r, one_minus_h, one_minus_k } => {
+                LossConfig::Random { probability } => {
+                    check_prob(&mut errs, &p, "probability", probability)
+                }
+                LossConfig::GilbertElliott {
+                    p: pp,
+                    r,
+                    one_minus_h,
+                    one_minus_k,
+                } => {
                     check_prob(&mut errs, &p, "p", pp);
-                    for (f, v) in [("r", r), ("one_minus_h", one_minus_h), ("one_minus_k", one_minus_k)] {
+                    for (f, v) in [
+                        ("r", r),
+                        ("one_minus_h", one_minus_h),
+                        ("one_minus_k", one_minus_k),
+                    ] {
                         if let Some(v) = v {
                             check_prob(&mut errs, &p, f, v);
                         }
                     }
                 }
-                LossConfig::FourState { p13, p31, p32, p23, p14 } => {
+                LossConfig::FourState {
+                    p13,
+                    p31,
+                    p32,
+                    p23,
+                    p14,
+                } => {
                     check_prob(&mut errs, &p, "p13", p13);
                     for (f, v) in [("p31", p31), ("p32", p32), ("p23", p23), ("p14", p14)] {
                         if let Some(v) = v {
@@ -436,17 +476,32 @@ impl LinkConfig {
                         });
                     }
                 }
-                LossConfig::Burst { loss_rate, mean_burst_len } => {
+                LossConfig::Burst {
+                    loss_rate,
+                    mean_burst_len,
+                } => {
                     let lp = join(&p, "loss_rate");
                     let bp = join(&p, "mean_burst_len");
                     if !loss_rate.is_finite() {
-                        errs.push(ConfigError::NotFinite { path: lp, value: loss_rate });
+                        errs.push(ConfigError::NotFinite {
+                            path: lp,
+                            value: loss_rate,
+                        });
                     } else if !(0.0..1.0).contains(&loss_rate) {
-                        errs.push(ConfigError::LossRateOutOfRange { path: lp, value: loss_rate });
+                        errs.push(ConfigError::LossRateOutOfRange {
+                            path: lp,
+                            value: loss_rate,
+                        });
                     } else if !mean_burst_len.is_finite() {
-                        errs.push(ConfigError::NotFinite { path: bp, value: mean_burst_len });
+                        errs.push(ConfigError::NotFinite {
+                            path: bp,
+                            value: mean_burst_len,
+                        });
                     } else if mean_burst_len < 1.0 {
-                        errs.push(ConfigError::BurstTooShort { path: bp, value: mean_burst_len });
+                        errs.push(ConfigError::BurstTooShort {
+                            path: bp,
+                            value: mean_burst_len,
+                        });
                     } else {
                         let max = mean_burst_len / (1.0 + mean_burst_len);
                         if loss_rate > max {
@@ -459,25 +514,45 @@ impl LinkConfig {
                         }
                     }
                 }
-                LossConfig::NetemCompat { probability, correlation } => {
+                LossConfig::NetemCompat {
+                    probability,
+                    correlation,
+                } => {
                     check_prob(&mut errs, &p, "probability", probability);
                     check_prob(&mut errs, &p, "correlation", correlation);
                 }
             }
         }
         if let Some(d) = &c.duplicate {
-            check_prob(&mut errs, &join(path, "duplicate"), "probability", d.probability);
+            check_prob(
+                &mut errs,
+                &join(path, "duplicate"),
+                "probability",
+                d.probability,
+            );
         }
         if let Some(d) = &c.corrupt {
-            check_prob(&mut errs, &join(path, "corrupt"), "probability", d.probability);
+            check_prob(
+                &mut errs,
+                &join(path, "corrupt"),
+                "probability",
+                d.probability,
+            );
         }
         if let Some(r) = &c.reorder {
             let p = join(path, "reorder");
             check_prob(&mut errs, &p, "probability", r.probability);
             if r.gap < 1 {
-                errs.push(ConfigError::TooSmall { path: join(&p, "gap"), value: r.gap as u64, min: 1 });
+                errs.push(ConfigError::TooSmall {
+                    path: join(&p, "gap"),
+                    value: r.gap as u64,
+                    min: 1,
+                });
             }
-            let has_delay = c.delay.as_ref().is_some_and(|d| d.base_ms.is_finite() && delay_ns(d.base_ms) > 0);
+            let has_delay = c
+                .delay
+                .as_ref()
+                .is_some_and(|d| d.base_ms.is_finite() && delay_ns(d.base_ms) > 0);
             if !has_delay {
                 errs.push(ConfigError::ReorderWithoutDelay { path: p });
             }
@@ -485,17 +560,33 @@ impl LinkConfig {
         if let Some(r) = &c.rate {
             let p = join(path, "rate");
             if r.bytes_per_second < 1 {
-                errs.push(ConfigError::TooSmall { path: join(&p, "bytes_per_second"), value: 0, min: 1 });
+                errs.push(ConfigError::TooSmall {
+                    path: join(&p, "bytes_per_second"),
+                    value: 0,
+                    min: 1,
+                });
             }
             if r.cell_size_bytes == Some(0) {
-                errs.push(ConfigError::TooSmall { path: join(&p, "cell_size_bytes"), value: 0, min: 1 });
+                errs.push(ConfigError::TooSmall {
+                    path: join(&p, "cell_size_bytes"),
+                    value: 0,
+                    min: 1,
+                });
             }
         }
         if c.queue_limit_packets == Some(0) {
-            errs.push(ConfigError::TooSmall { path: join(path, "queue_limit_packets"), value: 0, min: 1 });
+            errs.push(ConfigError::TooSmall {
+                path: join(path, "queue_limit_packets"),
+                value: 0,
+                min: 1,
+            });
         }
         if c.mtu_bytes == Some(0) {
-            errs.push(ConfigError::TooSmall { path: join(path, "mtu_bytes"), value: 0, min: 1 });
+            errs.push(ConfigError::TooSmall {
+                path: join(path, "mtu_bytes"),
+                value: 0,
+                min: 1,
+            });
         }
         if errs.is_empty() { Ok(()) } else { Err(errs) }
     }
@@ -506,7 +597,11 @@ impl LinkConfig {
     pub fn warnings(&self) -> Vec<String> {
         let c = self.resolved();
         let mut w = Vec::new();
-        if let Some(LossConfig::NetemCompat { probability, correlation }) = c.loss {
+        if let Some(LossConfig::NetemCompat {
+            probability,
+            correlation,
+        }) = c.loss
+        {
             let (rate, burst) = crate::loss::netem_compat_effective(probability, correlation);
             w.push(format!(
                 "loss.netem_compat: `loss {}% {}%` behaves as about {} loss (mean burst {:.2}) with the kernel's \
@@ -521,7 +616,10 @@ impl LinkConfig {
             if d.distribution != Distribution::Uniform && delay_ns(d.jitter_ms) == 0 {
                 w.push(format!(
                     "delay.distribution: `{}` has no effect without jitter_ms",
-                    serde_json::to_value(d.distribution).ok().and_then(|v| v.as_str().map(str::to_owned)).unwrap_or_default()
+                    serde_json::to_value(d.distribution)
+                        .ok()
+                        .and_then(|v| v.as_str().map(str::to_owned))
+                        .unwrap_or_default()
                 ));
             }
             if delay_ns(d.jitter_ms) > 0 && c.rate.is_none() {

@@ -168,11 +168,21 @@ impl fmt::Display for DropReason {
                 LossCause::Random => write!(f, "loss: random"),
                 LossCause::NetemCompat => write!(f, "loss: netem_compat (correlated)"),
                 LossCause::GilbertElliott { bad } => {
-                    write!(f, "loss: gilbert_elliott in {} state", if *bad { "Bad" } else { "Good" })
+                    write!(
+                        f,
+                        "loss: gilbert_elliott in {} state",
+                        if *bad { "Bad" } else { "Good" }
+                    )
                 }
-                LossCause::FourState { state } => write!(f, "loss: four_state entered state {state}"),
+                LossCause::FourState { state } => {
+                    write!(f, "loss: four_state entered state {state}")
+                }
                 LossCause::Burst { bad } => {
-                    write!(f, "loss: burst model in {} state", if *bad { "burst" } else { "gap" })
+                    write!(
+                        f,
+                        "loss: burst model in {} state",
+                        if *bad { "burst" } else { "gap" }
+                    )
                 }
             },
             DropReason::QueueFull { limit } => write!(f, "tail drop: queue full ({limit} packets)"),

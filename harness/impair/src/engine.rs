@@ -8,7 +8,9 @@ use streamlab::seed::named_rng;
 use streamlab::time::SimTime;
 
 use crate::config::{CorruptMode, LinkConfig, delay_ns};
-use crate::decision::{CopyFate, CopyIndex, Corruption, DelayBreakdown, DropReason, PacketId, Verdict};
+use crate::decision::{
+    CopyFate, CopyIndex, Corruption, DelayBreakdown, DropReason, PacketId, Verdict,
+};
 use crate::error::ConfigErrors;
 use crate::loss::{LossModel, LossState, fires, threshold};
 use crate::tables;
@@ -71,7 +73,8 @@ impl Rate {
             let cells = (len as u64).div_ceil(cs) as i64;
             len = (cells * (cs as i64 + self.cell_overhead)).max(0);
         }
-        ((len as u128 * 1_000_000_000) / self.bytes_per_second as u128).min(i64::MAX as u128 / 4) as i64
+        ((len as u128 * 1_000_000_000) / self.bytes_per_second as u128).min(i64::MAX as u128 / 4)
+            as i64
     }
 }
 
@@ -103,7 +106,9 @@ impl Resolved {
                 cell_size: r.cell_size_bytes.map(u64::from),
                 cell_overhead: r.cell_overhead_bytes,
             }),
-            limit: c.queue_limit_packets.unwrap_or(crate::config::DEFAULT_QUEUE_LIMIT),
+            limit: c
+                .queue_limit_packets
+                .unwrap_or(crate::config::DEFAULT_QUEUE_LIMIT),
             mtu: c.mtu_bytes.map(|m| m as usize),
         })
     }
@@ -219,7 +224,10 @@ impl LinkDirection {
     pub fn new(name: &str, config: &LinkConfig, seed: u64) -> Result<Self, ConfigErrors> {
         let cfg = Resolved::new(config)?;
         let mut streams = Streams::new(seed, name);
-        let loss = cfg.loss.clone().map(|m| LossState::new(m, &mut streams.loss, &mut streams.copy_loss));
+        let loss = cfg
+            .loss
+            .clone()
+            .map(|m| LossState::new(m, &mut streams.loss, &mut streams.copy_loss));
         Ok(LinkDirection {
             name: name.to_string(),
             seed,
@@ -259,7 +267,11 @@ impl LinkDirection {
                 s.reconfigure(m, &mut self.streams.loss, &mut self.streams.copy_loss);
                 Some(s)
             }
-            (None, Some(m)) => Some(LossState::new(m, &mut self.streams.loss, &mut self.streams.copy_loss)),
+            (None, Some(m)) => Some(LossState::new(
+                m,
+                &mut self.streams.loss,
+                &mut self.streams.copy_loss,
+            )),
         };
         self.cfg = cfg;
         self.reorder_counter = 0;
@@ -277,26 +289,42 @@ impl LinkDirection {
     /// it (and its duplicate, if any) at once, as netem does at enqueue.
     pub fn send(&mut self, now: SimTime, packet: PacketId, bytes: Vec<u8>) -> Verdict {
         let now = self.advance(now);
-        let verdict = |copies| Verdict { packet, sent_at: now, copies };
+        let verdict = |copies| Verdict {
+            packet,
+            sent_at: now,
+            copies,
+        };
         if let Some(mtu) = self.cfg.mtu {
             let size = bytes.len() + IP_UDP_HEADER_BYTES;
             if size > mtu {
-                return verdict(vec![CopyFate::Dropped { reason: DropReason::Mtu { size, mtu } }]);
+                return verdict(vec![CopyFate::Dropped {
+                    reason: DropReason::Mtu { size, mtu },
+                }]);
             }
         }
         // 1. Duplication (a duplicate is never duplicated again).
         let dup = fires(self.cfg.duplicate, &mut self.streams.duplicate);
         // 2. Loss of the original.
-        let lost = self.loss.as_mut().and_then(|l| l.decide(&mut self.streams.loss));
+        let lost = self
+            .loss
+            .as_mut()
+            .and_then(|l| l.decide(&mut self.streams.loss));
         match (lost, dup) {
             // 3. count == 0: dropped.
-            (Some(cause), false) => verdict(vec![CopyFate::Dropped { reason: DropReason::Loss { cause } }]),
+            (Some(cause), false) => verdict(vec![CopyFate::Dropped {
+                reason: DropReason::Loss { cause },
+            }]),
             // count == 1 after the loss: netem keeps one skb and makes no
             // clone. Recorded as: the original lost, the duplicate goes on
             // (without a loss decision of its own), on the copy streams.
             (Some(cause), true) => {
                 let survivor = self.finish_copy(now, packet, 1, bytes, Lane::Copy);
-                verdict(vec![CopyFate::Dropped { reason: DropReason::Loss { cause } }, survivor])
+                verdict(vec![
+                    CopyFate::Dropped {
+                        reason: DropReason::Loss { cause },
+                    },
+                    survivor,
+                ])
             }
             (None, _) => {
                 // 4. The clone is taken before the original is corrupted.
@@ -305,15 +333,25 @@ impl LinkDirection {
                 // 6. Queue limit; a full queue drops the duplicate too.
                 let qlen = self.queued_after(now);
                 if qlen >= self.cfg.limit as usize {
-                    let full = CopyFate::Dropped { reason: DropReason::QueueFull { limit: self.cfg.limit } };
+                    let full = CopyFate::Dropped {
+                        reason: DropReason::QueueFull {
+                            limit: self.cfg.limit,
+                        },
+                    };
                     let n = if dup { 2 } else { 1 };
                     return verdict(vec![full; n]);
                 }
                 // 7. The duplicate is enqueued (at the root) before the
                 // original is placed, with its own decisions.
                 let copy_fate = clone.map(|clone| {
-                    match self.loss.as_mut().and_then(|l| l.decide_copy(&mut self.streams.copy_loss)) {
-                        Some(cause) => CopyFate::Dropped { reason: DropReason::Loss { cause } },
+                    match self
+                        .loss
+                        .as_mut()
+                        .and_then(|l| l.decide_copy(&mut self.streams.copy_loss))
+                    {
+                        Some(cause) => CopyFate::Dropped {
+                            reason: DropReason::Loss { cause },
+                        },
                         None => self.finish_copy(now, packet, 1, clone, Lane::Copy),
                     }
                 });
@@ -327,10 +365,21 @@ impl LinkDirection {
     }
 
     /// Corrupt → queue limit → place, for a copy that has passed loss.
-    fn finish_copy(&mut self, now: SimTime, packet: PacketId, copy: CopyIndex, bytes: Vec<u8>, lane: Lane) -> CopyFate {
+    fn finish_copy(
+        &mut self,
+        now: SimTime,
+        packet: PacketId,
+        copy: CopyIndex,
+        bytes: Vec<u8>,
+        lane: Lane,
+    ) -> CopyFate {
         let (bytes, corruption) = self.corrupt(bytes, lane);
         if self.queued_after(now) >= self.cfg.limit as usize {
-            return CopyFate::Dropped { reason: DropReason::QueueFull { limit: self.cfg.limit } };
+            return CopyFate::Dropped {
+                reason: DropReason::QueueFull {
+                    limit: self.cfg.limit,
+                },
+            };
         }
         self.place(now, packet, copy, bytes, corruption, lane)
     }
@@ -352,7 +401,16 @@ impl LinkDirection {
         let new = old ^ (1 << bit);
         bytes[offset] = new;
         let caught_by_checksum = self.cfg.corrupt_mode == CorruptMode::Checksum;
-        (bytes, Some(Corruption { offset, bit, old, new, caught_by_checksum }))
+        (
+            bytes,
+            Some(Corruption {
+                offset,
+                bit,
+                old,
+                new,
+                caught_by_checksum,
+            }),
+        )
     }
 
     /// Copies still in the queue at `now` (the kernel's `qlen`: copies due
@@ -383,7 +441,11 @@ impl LinkDirection {
             || self.cfg.reorder_thr < rand::RngCore::next_u32(reorder_rng);
         let base_us = (self.cfg.base_ns / 1000) as u64;
         let (key, breakdown) = if delayed {
-            let rnd = if self.cfg.sigma_ns != 0 { rand::RngCore::next_u32(delay_rng) } else { 0 };
+            let rnd = if self.cfg.sigma_ns != 0 {
+                rand::RngCore::next_u32(delay_rng)
+            } else {
+                0
+            };
             let drawn = tables::tabledist(self.cfg.base_ns, self.cfg.sigma_ns, rnd, self.cfg.table);
             let mut delay = drawn;
             let mut start = now_ns;
@@ -412,18 +474,37 @@ impl LinkDirection {
             ((at_ns, 1, packet, copy), b)
         } else {
             self.reorder_counter = 0;
-            let b = DelayBreakdown { base_us, jitter_us: 0, queue_us: 0, reordered: true };
+            let b = DelayBreakdown {
+                base_us,
+                jitter_us: 0,
+                queue_us: 0,
+                reordered: true,
+            };
             ((now_ns, 0, packet, copy), b)
         };
         let at = SimTime::from_micros(ceil_div(key.0, 1000) as u64);
         debug_assert_eq!(now.saturating_add(breakdown.total()), at);
-        self.queue.insert(key, Pending { sent_at: now, bytes, corruption });
-        CopyFate::Delivered { at, delay: breakdown, corruption }
+        self.queue.insert(
+            key,
+            Pending {
+                sent_at: now,
+                bytes,
+                corruption,
+            },
+        );
+        CopyFate::Delivered {
+            at,
+            delay: breakdown,
+            corruption,
+        }
     }
 
     /// The earliest time a queued copy is due, or `None` if nothing is queued.
     pub fn poll_timeout(&self) -> Option<SimTime> {
-        self.queue.keys().next().map(|k| SimTime::from_micros(ceil_div(k.0, 1000) as u64))
+        self.queue
+            .keys()
+            .next()
+            .map(|k| SimTime::from_micros(ceil_div(k.0, 1000) as u64))
     }
 
     /// The next copy due at or before `now`, in delivery order.
@@ -443,7 +524,10 @@ impl LinkDirection {
     /// The rate anchor is reset: the link is empty afterwards.
     pub fn drain(&mut self) -> Vec<Delivery> {
         self.tail_ns = None;
-        std::mem::take(&mut self.queue).into_iter().map(|(k, p)| delivery(k, p)).collect()
+        std::mem::take(&mut self.queue)
+            .into_iter()
+            .map(|(k, p)| delivery(k, p))
+            .collect()
     }
 
     /// Number of copies queued (including those due but not yet polled).
@@ -464,7 +548,9 @@ fn delivery(k: Key, p: Pending) -> Delivery {
 }
 
 fn ns(t: SimTime) -> i64 {
-    i64::try_from(t.as_micros()).unwrap_or(i64::MAX / 1000).saturating_mul(1000)
+    i64::try_from(t.as_micros())
+        .unwrap_or(i64::MAX / 1000)
+        .saturating_mul(1000)
 }
 
 fn ceil_div(a: i64, b: i64) -> i64 {

@@ -29,7 +29,10 @@ impl Crandom {
     /// `init_crandom`: the kernel seeds `last` from the unseeded RNG; we
     /// take it from the stream so that runs are reproducible.
     pub(crate) fn new(correlation: f64, first: u32) -> Self {
-        Crandom { rho: threshold(correlation), last: first }
+        Crandom {
+            rho: threshold(correlation),
+            last: first,
+        }
     }
 
     /// `get_crandom`: `answer = (value·(2^32 − ρ) + last·ρ) >> 32` with
@@ -48,35 +51,78 @@ impl Crandom {
 /// A loss model with thresholds resolved to the kernel's u32 form.
 #[derive(Clone, Debug, PartialEq)]
 pub(crate) enum LossModel {
-    Random { thr: u32 },
-    NetemCompat { thr: u32, correlation: f64 },
+    Random {
+        thr: u32,
+    },
+    NetemCompat {
+        thr: u32,
+        correlation: f64,
+    },
     /// `a1 = p`, `a2 = r`, `a3 = h = UINT32_MAX − (1−h)`, `a4 = 1−k`.
-    GilbertElliott { a1: u32, a2: u32, a3: u32, a4: u32, burst: bool },
+    GilbertElliott {
+        a1: u32,
+        a2: u32,
+        a3: u32,
+        a4: u32,
+        burst: bool,
+    },
     /// `a1 = p13`, `a2 = p31`, `a3 = p32`, `a4 = p14`, `a5 = p23`.
-    FourState { a1: u32, a2: u32, a3: u32, a4: u32, a5: u32 },
+    FourState {
+        a1: u32,
+        a2: u32,
+        a3: u32,
+        a4: u32,
+        a5: u32,
+    },
 }
 
 impl LossModel {
     /// Resolves a validated config, applying tc's defaults.
     pub(crate) fn from_config(c: &LossConfig) -> Self {
         match *c {
-            LossConfig::Random { probability } => LossModel::Random { thr: threshold(probability) },
-            LossConfig::NetemCompat { probability, correlation } => {
-                LossModel::NetemCompat { thr: threshold(probability), correlation }
-            }
-            LossConfig::GilbertElliott { p, r, one_minus_h, one_minus_k } => LossModel::GilbertElliott {
+            LossConfig::Random { probability } => LossModel::Random {
+                thr: threshold(probability),
+            },
+            LossConfig::NetemCompat {
+                probability,
+                correlation,
+            } => LossModel::NetemCompat {
+                thr: threshold(probability),
+                correlation,
+            },
+            LossConfig::GilbertElliott {
+                p,
+                r,
+                one_minus_h,
+                one_minus_k,
+            } => LossModel::GilbertElliott {
                 a1: threshold(p),
                 a2: threshold(r.unwrap_or(1.0 - p)),
                 a3: u32::MAX - threshold(one_minus_h.unwrap_or(1.0)),
                 a4: threshold(one_minus_k.unwrap_or(0.0)),
                 burst: false,
             },
-            LossConfig::Burst { loss_rate, mean_burst_len } => {
+            LossConfig::Burst {
+                loss_rate,
+                mean_burst_len,
+            } => {
                 let r = 1.0 / mean_burst_len;
                 let p = (r * loss_rate / (1.0 - loss_rate)).min(1.0);
-                LossModel::GilbertElliott { a1: threshold(p), a2: threshold(r), a3: 0, a4: 0, burst: true }
+                LossModel::GilbertElliott {
+                    a1: threshold(p),
+                    a2: threshold(r),
+                    a3: 0,
+                    a4: 0,
+                    burst: true,
+                }
             }
-            LossConfig::FourState { p13, p31, p32, p23, p14 } => LossModel::FourState {
+            LossConfig::FourState {
+                p13,
+                p31,
+                p32,
+                p23,
+                p14,
+            } => LossModel::FourState {
                 a1: threshold(p13),
                 a2: threshold(p31.unwrap_or(1.0 - p13)),
                 a3: threshold(p32.unwrap_or(0.0)),
@@ -119,22 +165,34 @@ pub(crate) struct LossState {
 impl LossState {
     pub(crate) fn new(model: LossModel, rng: &mut ChaCha20Rng, copy_rng: &mut ChaCha20Rng) -> Self {
         let cor = match model {
-            LossModel::NetemCompat { correlation, .. } => {
-                Some((Crandom::new(correlation, rng.next_u32()), Crandom::new(correlation, copy_rng.next_u32())))
-            }
+            LossModel::NetemCompat { correlation, .. } => Some((
+                Crandom::new(correlation, rng.next_u32()),
+                Crandom::new(correlation, copy_rng.next_u32()),
+            )),
             _ => None,
         };
-        LossState { model, state: 1, cor }
+        LossState {
+            model,
+            state: 1,
+            cor,
+        }
     }
 
     /// Replaces the model. The chain keeps its state when the model kind is
     /// unchanged; a different kind starts in Good / gap (as the kernel does
     /// on any `tc change` of the loss model).
-    pub(crate) fn reconfigure(&mut self, model: LossModel, rng: &mut ChaCha20Rng, copy_rng: &mut ChaCha20Rng) {
+    pub(crate) fn reconfigure(
+        &mut self,
+        model: LossModel,
+        rng: &mut ChaCha20Rng,
+        copy_rng: &mut ChaCha20Rng,
+    ) {
         if model.kind() != self.model.kind() {
             *self = LossState::new(model, rng, copy_rng);
         } else {
-            if let (LossModel::NetemCompat { correlation, .. }, Some((a, b))) = (&model, &mut self.cor) {
+            if let (LossModel::NetemCompat { correlation, .. }, Some((a, b))) =
+                (&model, &mut self.cor)
+            {
                 a.rho = threshold(*correlation);
                 b.rho = threshold(*correlation);
             }
@@ -152,10 +210,20 @@ impl LossState {
                 if thr == 0 {
                     return None;
                 }
-                let cor = &mut self.cor.as_mut().expect("netem_compat always has a correlation state").0;
+                let cor = &mut self
+                    .cor
+                    .as_mut()
+                    .expect("netem_compat always has a correlation state")
+                    .0;
                 (thr >= cor.next(rng.next_u32())).then_some(LossCause::NetemCompat)
             }
-            LossModel::GilbertElliott { a1, a2, a3, a4, burst } => {
+            LossModel::GilbertElliott {
+                a1,
+                a2,
+                a3,
+                a4,
+                burst,
+            } => {
                 // loss_gilb_ell: transition draw, then loss draw tested
                 // against the state the packet arrived in.
                 let arrived_bad = self.state == BAD;
@@ -190,12 +258,20 @@ impl LossState {
                 if thr == 0 {
                     return None;
                 }
-                let cor = &mut self.cor.as_mut().expect("netem_compat always has a correlation state").1;
+                let cor = &mut self
+                    .cor
+                    .as_mut()
+                    .expect("netem_compat always has a correlation state")
+                    .1;
                 (thr >= cor.next(rng.next_u32())).then_some(LossCause::NetemCompat)
             }
             LossModel::GilbertElliott { a3, a4, burst, .. } => {
                 let bad = self.state == BAD;
-                let lost = if bad { rng.next_u32() > a3 } else { rng.next_u32() < a4 };
+                let lost = if bad {
+                    rng.next_u32() > a3
+                } else {
+                    rng.next_u32() < a4
+                };
                 lost.then_some(ge_cause(burst, bad))
             }
             LossModel::FourState { .. } => {
@@ -244,7 +320,11 @@ impl LossState {
 }
 
 fn ge_cause(burst: bool, bad: bool) -> LossCause {
-    if burst { LossCause::Burst { bad } } else { LossCause::GilbertElliott { bad } }
+    if burst {
+        LossCause::Burst { bad }
+    } else {
+        LossCause::GilbertElliott { bad }
+    }
 }
 
 /// Effective loss rate and mean burst length of netem's correlated random
@@ -258,7 +338,7 @@ pub(crate) fn netem_compat_effective(probability: f64, correlation: f64) -> (f64
     if thr == 0 {
         return (0.0, 0.0);
     }
-    let mut sm = 0x5EED_0F_C0_77E1A7E5u64;
+    let mut sm = 0x5EED_0FC0_77E1_A7E5_u64;
     let mut next = move || {
         // SplitMix64.
         sm = sm.wrapping_add(0x9E37_79B9_7F4A_7C15);
@@ -283,7 +363,11 @@ pub(crate) fn netem_compat_effective(probability: f64, correlation: f64) -> (f64
         }
         in_burst = l;
     }
-    let burst = if bursts == 0 { 0.0 } else { lost as f64 / bursts as f64 };
+    let burst = if bursts == 0 {
+        0.0
+    } else {
+        lost as f64 / bursts as f64
+    };
     (lost as f64 / N as f64, burst)
 }
 

@@ -117,20 +117,28 @@ impl LinkStats {
         let mut any_delivered = false;
         for (i, c) in v.copies.iter().enumerate() {
             match c {
-                CopyFate::Delivered { at, delay, corruption } => {
+                CopyFate::Delivered {
+                    at,
+                    delay,
+                    corruption,
+                } => {
                     any_delivered = true;
                     self.delivered += 1;
-                    self.delays_us.push(at.as_micros().saturating_sub(v.sent_at.as_micros()));
+                    self.delays_us
+                        .push(at.as_micros().saturating_sub(v.sent_at.as_micros()));
                     if let Some(c) = corruption {
                         self.corrupted += 1;
                         self.corrupted_caught += u64::from(c.caught_by_checksum);
                     }
                     self.reordered_by_netem += u64::from(delay.reordered);
                     let lane = if delay.reordered { 0 } else { 1 };
-                    self.planned.push((*at, lane, v.packet, i as CopyIndex, v.sent_at));
+                    self.planned
+                        .push((*at, lane, v.packet, i as CopyIndex, v.sent_at));
                     self.last_at = Some(self.last_at.map_or(*at, |t| t.max(*at)));
                 }
-                CopyFate::Dropped { reason } => *self.dropped.entry(reason_key(reason)).or_default() += 1,
+                CopyFate::Dropped { reason } => {
+                    *self.dropped.entry(reason_key(reason)).or_default() += 1
+                }
             }
         }
         if any_delivered {
@@ -169,7 +177,9 @@ impl LinkStats {
         let order: Vec<(SimTime, PacketId)> = if self.arrivals.is_empty() {
             let mut p = self.planned.clone();
             p.sort_unstable_by_key(|&(at, lane, packet, copy, _)| (at, lane, packet, copy));
-            p.into_iter().map(|(_, _, packet, _, sent)| (sent, packet)).collect()
+            p.into_iter()
+                .map(|(_, _, packet, _, sent)| (sent, packet))
+                .collect()
         } else {
             self.arrivals.clone()
         };
@@ -195,7 +205,11 @@ impl LinkStats {
             ms(d[rank - 1])
         };
         let delay_ms = DelayPercentiles {
-            mean: if d.is_empty() { 0.0 } else { d.iter().map(|&v| v as f64).sum::<f64>() / d.len() as f64 / 1000.0 },
+            mean: if d.is_empty() {
+                0.0
+            } else {
+                d.iter().map(|&v| v as f64).sum::<f64>() / d.len() as f64 / 1000.0
+            },
             p50: pct(0.50),
             p90: pct(0.90),
             p99: pct(0.99),
@@ -245,7 +259,12 @@ pub struct LinkStatsRun {
 
 impl Default for LinkStatsRun {
     fn default() -> Self {
-        LinkStatsRun { packets: 100_000, seed: 0, interval_us: 1000, size: 1200 }
+        LinkStatsRun {
+            packets: 100_000,
+            seed: 0,
+            interval_us: 1000,
+            size: 1200,
+        }
     }
 }
 

@@ -64,7 +64,10 @@ fn build_normal() -> Vec<i16> {
 fn build_pareto() -> Vec<i16> {
     // pareto.c prints `(int)rint(dvalue)` with no lower clip; values stay
     // within i16 (the minimum is -1.5·4/3·8192 = -16384).
-    (0..GEN_SIZE).step_by(4).map(|i| pareto_value(i) as i16).collect()
+    (0..GEN_SIZE)
+        .step_by(4)
+        .map(|i| pareto_value(i) as i16)
+        .collect()
 }
 
 fn build_paretonormal() -> Vec<i16> {
@@ -136,7 +139,10 @@ mod tests {
     fn tables_have_netem_shape() {
         for t in [normal(), pareto(), paretonormal()] {
             assert_eq!(t.len(), TABLE_LEN);
-            assert!(t.windows(2).all(|w| w[0] <= w[1]), "inverse CDF must be sorted");
+            assert!(
+                t.windows(2).all(|w| w[0] <= w[1]),
+                "inverse CDF must be sorted"
+            );
         }
         // Entries that follow from the generators by hand. Bucket 0 keeps
         // the last x with 16384·Φ(x) < 0.5, x ≈ -4.01σ, which clips to

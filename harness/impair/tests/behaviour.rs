@@ -3,8 +3,8 @@
 use proptest::prelude::*;
 use streamlab::time::SimTime;
 use streamlab_impair::{
-    ConfigError, CopyFate, Corruption, DelayBreakdown, Delivery, DropReason, LinkConfig, LinkDirection, LossCause,
-    PacketId, Preset, Verdict,
+    ConfigError, CopyFate, Corruption, DelayBreakdown, Delivery, DropReason, LinkConfig,
+    LinkDirection, LossCause, PacketId, Preset, Verdict,
 };
 
 fn cfg(json: &str) -> LinkConfig {
@@ -21,7 +21,12 @@ fn ms(v: u64) -> SimTime {
 
 /// Sends `n` packets of `size` bytes every `interval_us`, collecting
 /// verdicts and deliveries (polled at every send and timeout).
-fn run(link: &mut LinkDirection, n: u64, interval_us: u64, size: usize) -> (Vec<Verdict>, Vec<Delivery>) {
+fn run(
+    link: &mut LinkDirection,
+    n: u64,
+    interval_us: u64,
+    size: usize,
+) -> (Vec<Verdict>, Vec<Delivery>) {
     let mut verdicts = Vec::new();
     let mut out = Vec::new();
     for i in 0..n {
@@ -50,7 +55,12 @@ fn delivered_at(f: &CopyFate) -> Option<SimTime> {
 }
 
 fn is_loss(f: &CopyFate) -> bool {
-    matches!(f, CopyFate::Dropped { reason: DropReason::Loss { .. } })
+    matches!(
+        f,
+        CopyFate::Dropped {
+            reason: DropReason::Loss { .. }
+        }
+    )
 }
 
 #[test]
@@ -61,7 +71,11 @@ fn total_loss_drops_everything() {
     for v in &v {
         assert_eq!(
             v.copies,
-            vec![CopyFate::Dropped { reason: DropReason::Loss { cause: LossCause::Random } }]
+            vec![CopyFate::Dropped {
+                reason: DropReason::Loss {
+                    cause: LossCause::Random
+                }
+            }]
         );
     }
 }
@@ -101,7 +115,11 @@ fn gilbert_elliott_loss_uses_the_state_the_packet_arrived_in() {
         if want {
             assert_eq!(
                 v.copies[0],
-                CopyFate::Dropped { reason: DropReason::Loss { cause: LossCause::GilbertElliott { bad: true } } }
+                CopyFate::Dropped {
+                    reason: DropReason::Loss {
+                        cause: LossCause::GilbertElliott { bad: true }
+                    }
+                }
             );
         }
     }
@@ -109,15 +127,24 @@ fn gilbert_elliott_loss_uses_the_state_the_packet_arrived_in() {
 
 #[test]
 fn reorder_100_gap_5_sends_every_5th_immediately() {
-    let mut l = link(r#"{"delay":{"base_ms":10.0},"reorder":{"probability":1.0,"gap":5}}"#, 5);
+    let mut l = link(
+        r#"{"delay":{"base_ms":10.0},"reorder":{"probability":1.0,"gap":5}}"#,
+        5,
+    );
     let (v, d) = run(&mut l, 50, 1000, 10);
     for (i, v) in v.iter().enumerate() {
-        let CopyFate::Delivered { at, delay, .. } = &v.copies[0] else { panic!("lost") };
+        let CopyFate::Delivered { at, delay, .. } = &v.copies[0] else {
+            panic!("lost")
+        };
         if i % 5 == 4 {
             assert_eq!(*at, v.sent_at, "packet {i} should skip the delay");
             assert!(delay.reordered);
         } else {
-            assert_eq!(*at, v.sent_at + std::time::Duration::from_millis(10), "packet {i}");
+            assert_eq!(
+                *at,
+                v.sent_at + std::time::Duration::from_millis(10),
+                "packet {i}"
+            );
             assert!(!delay.reordered);
         }
     }
@@ -128,13 +155,27 @@ fn reorder_100_gap_5_sends_every_5th_immediately() {
 
 #[test]
 fn duplicate_100_sends_two_copies_of_everything() {
-    let mut l = link(r#"{"duplicate":{"probability":1.0},"delay":{"base_ms":1.0}}"#, 6);
+    let mut l = link(
+        r#"{"duplicate":{"probability":1.0},"delay":{"base_ms":1.0}}"#,
+        6,
+    );
     let (v, d) = run(&mut l, 500, 1000, 10);
-    assert!(v.iter().all(|v| v.copies.len() == 2 && v.copies.iter().all(|c| delivered_at(c).is_some())));
+    assert!(
+        v.iter()
+            .all(|v| v.copies.len() == 2 && v.copies.iter().all(|c| delivered_at(c).is_some()))
+    );
     assert_eq!(d.len(), 1000);
     for p in 0..500u64 {
-        let copies: Vec<u32> = d.iter().filter(|d| d.packet.0 == p).map(|d| d.copy).collect();
-        assert_eq!(copies, vec![0, 1], "packet {p}: original then duplicate (tie by copy index)");
+        let copies: Vec<u32> = d
+            .iter()
+            .filter(|d| d.packet.0 == p)
+            .map(|d| d.copy)
+            .collect();
+        assert_eq!(
+            copies,
+            vec![0, 1],
+            "packet {p}: original then duplicate (tie by copy index)"
+        );
     }
 }
 
@@ -142,7 +183,10 @@ fn duplicate_100_sends_two_copies_of_everything() {
 fn duplicate_and_loss_keep_one_copy_as_netem_does() {
     // netem: duplicate fires (count 2), loss fires (count 1): one copy goes
     // out and no clone is made. Recorded as copy 0 lost, copy 1 delivered.
-    let mut l = link(r#"{"duplicate":{"probability":1.0},"loss":{"model":"random","probability":1.0}}"#, 6);
+    let mut l = link(
+        r#"{"duplicate":{"probability":1.0},"loss":{"model":"random","probability":1.0}}"#,
+        6,
+    );
     let (v, d) = run(&mut l, 100, 1000, 10);
     assert_eq!(d.len(), 100);
     for v in &v {
@@ -155,12 +199,30 @@ fn duplicate_and_loss_keep_one_copy_as_netem_does() {
 #[test]
 fn rate_limits_back_to_back_packets_exactly() {
     // 1222 + 28 bytes at 125 000 B/s = 10 ms each.
-    let mut l = link(r#"{"rate":{"bytes_per_second":125000,"packet_overhead_bytes":28}}"#, 7);
-    let v: Vec<Verdict> = (0..5).map(|i| l.send(SimTime::ZERO, PacketId(i), vec![0; 1222])).collect();
-    let at: Vec<SimTime> = v.iter().map(|v| delivered_at(&v.copies[0]).unwrap()).collect();
+    let mut l = link(
+        r#"{"rate":{"bytes_per_second":125000,"packet_overhead_bytes":28}}"#,
+        7,
+    );
+    let v: Vec<Verdict> = (0..5)
+        .map(|i| l.send(SimTime::ZERO, PacketId(i), vec![0; 1222]))
+        .collect();
+    let at: Vec<SimTime> = v
+        .iter()
+        .map(|v| delivered_at(&v.copies[0]).unwrap())
+        .collect();
     assert_eq!(at, vec![ms(10), ms(20), ms(30), ms(40), ms(50)]);
-    let CopyFate::Delivered { delay, .. } = &v[2].copies[0] else { unreachable!() };
-    assert_eq!(*delay, DelayBreakdown { base_us: 0, jitter_us: 0, queue_us: 30_000, reordered: false });
+    let CopyFate::Delivered { delay, .. } = &v[2].copies[0] else {
+        unreachable!()
+    };
+    assert_eq!(
+        *delay,
+        DelayBreakdown {
+            base_us: 0,
+            jitter_us: 0,
+            queue_us: 30_000,
+            reordered: false
+        }
+    );
     // A packet sent once the link is idle again starts at its send time.
     let late = l.send(ms(100), PacketId(9), vec![0; 1222]);
     assert_eq!(delivered_at(&late.copies[0]), Some(ms(110)));
@@ -171,28 +233,48 @@ fn rate_composes_with_delay_like_netem() {
     // First packet: 5 ms delay + 10 ms transmit = 15 ms. Later ones are
     // anchored at the last time_to_send; the 5 ms delay is absorbed by the
     // "time bonus", so they follow every 10 ms.
-    let mut l = link(r#"{"delay":{"base_ms":5.0},"rate":{"bytes_per_second":125000}}"#, 7);
+    let mut l = link(
+        r#"{"delay":{"base_ms":5.0},"rate":{"bytes_per_second":125000}}"#,
+        7,
+    );
     let at: Vec<SimTime> = (0..4)
-        .map(|i| delivered_at(&l.send(SimTime::ZERO, PacketId(i), vec![0; 1222]).copies[0]).unwrap())
+        .map(|i| {
+            delivered_at(&l.send(SimTime::ZERO, PacketId(i), vec![0; 1222]).copies[0]).unwrap()
+        })
         .collect();
     assert_eq!(at, vec![ms(15), ms(25), ms(35), ms(45)]);
 }
 
 #[test]
 fn queue_overflow_tail_drops_and_counts_only_packets_still_queued() {
-    let mut l = link(r#"{"rate":{"bytes_per_second":125000},"queue_limit_packets":3}"#, 8);
-    let v: Vec<Verdict> = (0..5).map(|i| l.send(SimTime::ZERO, PacketId(i), vec![0; 1222])).collect();
+    let mut l = link(
+        r#"{"rate":{"bytes_per_second":125000},"queue_limit_packets":3}"#,
+        8,
+    );
+    let v: Vec<Verdict> = (0..5)
+        .map(|i| l.send(SimTime::ZERO, PacketId(i), vec![0; 1222]))
+        .collect();
     for v in &v[..3] {
         assert!(delivered_at(&v.copies[0]).is_some());
     }
     for v in &v[3..] {
-        assert_eq!(v.copies, vec![CopyFate::Dropped { reason: DropReason::QueueFull { limit: 3 } }]);
+        assert_eq!(
+            v.copies,
+            vec![CopyFate::Dropped {
+                reason: DropReason::QueueFull { limit: 3 }
+            }]
+        );
     }
     // At 10 ms packet 0 has left (even if not yet polled): room for one.
     let ok = l.send(ms(10), PacketId(5), vec![0; 1222]);
     assert_eq!(delivered_at(&ok.copies[0]), Some(ms(40)));
     let full = l.send(ms(10), PacketId(6), vec![0; 1222]);
-    assert!(matches!(full.copies[0], CopyFate::Dropped { reason: DropReason::QueueFull { .. } }));
+    assert!(matches!(
+        full.copies[0],
+        CopyFate::Dropped {
+            reason: DropReason::QueueFull { .. }
+        }
+    ));
 }
 
 #[test]
@@ -201,20 +283,43 @@ fn mtu_drops_larger_datagrams_and_records_sizes() {
     let ok = l.send(SimTime::ZERO, PacketId(0), vec![0; 1472]);
     assert!(delivered_at(&ok.copies[0]).is_some());
     let big = l.send(SimTime::ZERO, PacketId(1), vec![0; 1473]);
-    assert_eq!(big.copies, vec![CopyFate::Dropped { reason: DropReason::Mtu { size: 1501, mtu: 1500 } }]);
+    assert_eq!(
+        big.copies,
+        vec![CopyFate::Dropped {
+            reason: DropReason::Mtu {
+                size: 1501,
+                mtu: 1500
+            }
+        }]
+    );
 }
 
 #[test]
 fn corruption_is_recorded_and_applied_to_the_delivered_bytes() {
     for (mode, caught) in [("checksum", true), ("deliver", false)] {
-        let mut l = link(&format!(r#"{{"corrupt":{{"probability":1.0,"mode":"{mode}"}}}}"#), 10);
+        let mut l = link(
+            &format!(r#"{{"corrupt":{{"probability":1.0,"mode":"{mode}"}}}}"#),
+            10,
+        );
         let (v, d) = run(&mut l, 200, 1000, 64);
         let mut offsets = std::collections::BTreeSet::new();
         for (v, d) in v.iter().zip(&d) {
-            let CopyFate::Delivered { corruption: Some(c), .. } = v.copies[0] else { panic!("not corrupted") };
+            let CopyFate::Delivered {
+                corruption: Some(c),
+                ..
+            } = v.copies[0]
+            else {
+                panic!("not corrupted")
+            };
             assert_eq!(d.corruption, Some(c));
             let orig = vec![v.packet.0 as u8; 64];
-            let Corruption { offset, bit, old, new, caught_by_checksum } = c;
+            let Corruption {
+                offset,
+                bit,
+                old,
+                new,
+                caught_by_checksum,
+            } = c;
             assert_eq!(caught_by_checksum, caught);
             assert_eq!(old, orig[offset]);
             assert_eq!(new, old ^ (1 << bit));
@@ -223,7 +328,11 @@ fn corruption_is_recorded_and_applied_to_the_delivered_bytes() {
             assert_eq!(d.bytes, want, "exactly one bit differs");
             offsets.insert(offset);
         }
-        assert!(offsets.len() > 40, "offsets spread over the payload: {}", offsets.len());
+        assert!(
+            offsets.len() > 40,
+            "offsets spread over the payload: {}",
+            offsets.len()
+        );
     }
 }
 
@@ -245,8 +354,16 @@ fn different_link_names_draw_independent_streams() {
     let c = cfg(r#"{"loss":{"model":"random","probability":0.5}}"#);
     let mut ab = LinkDirection::new("a->b", &c, 1).unwrap();
     let mut ba = LinkDirection::new("b->a", &c, 1).unwrap();
-    let la: Vec<bool> = run(&mut ab, 256, 1000, 8).0.iter().map(|v| is_loss(&v.copies[0])).collect();
-    let lb: Vec<bool> = run(&mut ba, 256, 1000, 8).0.iter().map(|v| is_loss(&v.copies[0])).collect();
+    let la: Vec<bool> = run(&mut ab, 256, 1000, 8)
+        .0
+        .iter()
+        .map(|v| is_loss(&v.copies[0]))
+        .collect();
+    let lb: Vec<bool> = run(&mut ba, 256, 1000, 8)
+        .0
+        .iter()
+        .map(|v| is_loss(&v.copies[0]))
+        .collect();
     let same = la.iter().zip(&lb).filter(|(a, b)| a == b).count();
     // Independent fair coins agree on 128 ± 8 of 256; identical streams on all.
     assert!((80..=176).contains(&same), "{same} of 256 agree");
@@ -261,10 +378,15 @@ fn adding_duplication_does_not_change_the_originals_loss_or_delay() {
         r#"{"model":"netem_compat","probability":0.3,"correlation":0.5}"#,
     ] {
         let base = format!(r#"{{"loss":{loss},"delay":{{"base_ms":10.0,"jitter_ms":3.0}}}}"#);
-        let dup = format!(r#"{{"loss":{loss},"delay":{{"base_ms":10.0,"jitter_ms":3.0}},"duplicate":{{"probability":0.5}}}}"#);
+        let dup = format!(
+            r#"{{"loss":{loss},"delay":{{"base_ms":10.0,"jitter_ms":3.0}},"duplicate":{{"probability":0.5}}}}"#
+        );
         let (a, _) = run(&mut link(&base, 9), 5000, 1000, 8);
         let (b, _) = run(&mut link(&dup, 9), 5000, 1000, 8);
-        assert!(b.iter().filter(|v| v.copies.len() == 2).count() > 2000, "duplicates happen");
+        assert!(
+            b.iter().filter(|v| v.copies.len() == 2).count() > 2000,
+            "duplicates happen"
+        );
         for (a, b) in a.iter().zip(&b) {
             assert_eq!(a.copies[0], b.copies[0], "{loss}: packet {}", a.packet);
         }
@@ -279,7 +401,9 @@ fn tfifo_lets_jitter_reorder_and_breaks_ties_by_packet_id() {
     l.send(SimTime::ZERO, PacketId(3), vec![3]);
     l.send(SimTime::ZERO, PacketId(4), vec![4]);
     assert!(l.poll_delivery(ms(9)).is_none());
-    let ids: Vec<u64> = std::iter::from_fn(|| l.poll_delivery(ms(10))).map(|d| d.packet.0).collect();
+    let ids: Vec<u64> = std::iter::from_fn(|| l.poll_delivery(ms(10)))
+        .map(|d| d.packet.0)
+        .collect();
     assert_eq!(ids, vec![3, 4, 5]);
 
     // Jitter larger than the send interval: packets overtake each other,
@@ -298,7 +422,8 @@ fn tfifo_lets_jitter_reorder_and_breaks_ties_by_packet_id() {
 fn reconfigure_keeps_queued_times_and_continues_streams() {
     let mut l = link(r#"{"delay":{"base_ms":100.0}}"#, 12);
     l.send(SimTime::ZERO, PacketId(0), vec![0]);
-    l.reconfigure(ms(10), &cfg(r#"{"delay":{"base_ms":10.0}}"#)).unwrap();
+    l.reconfigure(ms(10), &cfg(r#"{"delay":{"base_ms":10.0}}"#))
+        .unwrap();
     l.send(ms(10), PacketId(1), vec![1]);
     let got: Vec<(u64, SimTime)> = std::iter::from_fn(|| {
         let t = l.poll_timeout()?;
@@ -318,11 +443,18 @@ fn reconfigure_keeps_queued_times_and_continues_streams() {
     let c2 = cfg(r#"{"loss":{"model":"random","probability":0.5}}"#);
     b.reconfigure(ms(1000), &c2).unwrap();
     a.reconfigure(ms(1000), &c2).unwrap();
-    let after_a: Vec<Verdict> = (0..100).map(|i| a.send(ms(1000 + i), PacketId(1000 + i), vec![0])).collect();
-    let after_b: Vec<Verdict> = (0..100).map(|i| b.send(ms(1000 + i), PacketId(1000 + i), vec![0])).collect();
+    let after_a: Vec<Verdict> = (0..100)
+        .map(|i| a.send(ms(1000 + i), PacketId(1000 + i), vec![0]))
+        .collect();
+    let after_b: Vec<Verdict> = (0..100)
+        .map(|i| b.send(ms(1000 + i), PacketId(1000 + i), vec![0]))
+        .collect();
     assert_eq!(after_a, after_b);
     // A bad config is rejected and leaves the link as it was.
-    assert!(a.reconfigure(ms(2000), &cfg(r#"{"duplicate":{"probability":2.0}}"#)).is_err());
+    assert!(
+        a.reconfigure(ms(2000), &cfg(r#"{"duplicate":{"probability":2.0}}"#))
+            .is_err()
+    );
 }
 
 #[test]
@@ -332,7 +464,10 @@ fn drain_discards_in_flight_copies_and_resets_the_rate_anchor() {
         l.send(SimTime::ZERO, PacketId(i), vec![0; 1222]);
     }
     let gone = l.drain();
-    assert_eq!(gone.iter().map(|d| d.at).collect::<Vec<_>>(), vec![ms(10), ms(20), ms(30)]);
+    assert_eq!(
+        gone.iter().map(|d| d.at).collect::<Vec<_>>(),
+        vec![ms(10), ms(20), ms(30)]
+    );
     assert_eq!(l.poll_timeout(), None);
     let v = l.send(ms(1), PacketId(3), vec![0; 1222]);
     assert_eq!(delivered_at(&v.copies[0]), Some(ms(11)));
@@ -340,9 +475,16 @@ fn drain_discards_in_flight_copies_and_resets_the_rate_anchor() {
 
 #[test]
 fn validation_names_json_paths() {
-    let c = cfg(r#"{"loss":{"model":"gilbert_elliott","p":1.5},"delay":{"base_ms":-1.0},
-        "reorder":{"probability":0.5,"gap":0},"rate":{"bytes_per_second":0},"mtu_bytes":0}"#);
-    let errs: Vec<String> = c.validate("links[0].a_to_b").unwrap_err().iter().map(|e| e.to_string()).collect();
+    let c = cfg(
+        r#"{"loss":{"model":"gilbert_elliott","p":1.5},"delay":{"base_ms":-1.0},
+        "reorder":{"probability":0.5,"gap":0},"rate":{"bytes_per_second":0},"mtu_bytes":0}"#,
+    );
+    let errs: Vec<String> = c
+        .validate("links[0].a_to_b")
+        .unwrap_err()
+        .iter()
+        .map(|e| e.to_string())
+        .collect();
     assert_eq!(
         errs,
         vec![
@@ -354,14 +496,18 @@ fn validation_names_json_paths() {
             "links[0].a_to_b.mtu_bytes: 0 is below the minimum of 1",
         ]
     );
-    let e = cfg(r#"{"loss":{"model":"burst","loss_rate":0.6,"mean_burst_len":1.0}}"#).validate("l").unwrap_err();
+    let e = cfg(r#"{"loss":{"model":"burst","loss_rate":0.6,"mean_burst_len":1.0}}"#)
+        .validate("l")
+        .unwrap_err();
     assert!(matches!(e[0], ConfigError::BurstInfeasible { .. }), "{e:?}");
     assert_eq!(
         e[0].to_string(),
         "l.loss: loss_rate 0.6 with mean_burst_len 1 is infeasible: at that burst length the loss rate can be at \
          most L/(1+L) = 0.5"
     );
-    let e = cfg(r#"{"loss":{"model":"four_state","p13":0.7,"p14":0.5}}"#).validate("").unwrap_err();
+    let e = cfg(r#"{"loss":{"model":"four_state","p13":0.7,"p14":0.5}}"#)
+        .validate("")
+        .unwrap_err();
     assert_eq!(e[0].to_string(), "loss: p13 + p14 = 1.2 exceeds 1");
     assert!(LinkDirection::new("x", &cfg(r#"{"corrupt":{"probability":-0.1}}"#), 0).is_err());
 }
@@ -369,14 +515,25 @@ fn validation_names_json_paths() {
 #[test]
 fn unknown_names_and_fields_are_rejected_by_serde() {
     for (json, needle) in [
-        (r#"{"delay":{"base_ms":1.0,"distribution":"gaussian"}}"#, "unknown variant `gaussian`"),
-        (r#"{"loss":{"model":"bernoulli","probability":0.1}}"#, "unknown variant `bernoulli`"),
+        (
+            r#"{"delay":{"base_ms":1.0,"distribution":"gaussian"}}"#,
+            "unknown variant `gaussian`",
+        ),
+        (
+            r#"{"loss":{"model":"bernoulli","probability":0.1}}"#,
+            "unknown variant `bernoulli`",
+        ),
         (r#"{"preset":"wifi6"}"#, "unknown variant `wifi6`"),
-        (r#"{"loss":{"model":"random","probability":0.1,"correlation":0.2}}"#, "unknown field `correlation`"),
+        (
+            r#"{"loss":{"model":"random","probability":0.1,"correlation":0.2}}"#,
+            "unknown field `correlation`",
+        ),
         (r#"{"delay":{"base":1.0}}"#, "unknown field `base`"),
         (r#"{"queue_limit":10}"#, "unknown field `queue_limit`"),
     ] {
-        let e = serde_json::from_str::<LinkConfig>(json).unwrap_err().to_string();
+        let e = serde_json::from_str::<LinkConfig>(json)
+            .unwrap_err()
+            .to_string();
         assert!(e.contains(needle), "{json}: {e}");
     }
 }
@@ -385,7 +542,8 @@ fn unknown_names_and_fields_are_rejected_by_serde() {
 fn presets_resolve_validate_and_can_be_overridden() {
     for p in Preset::ALL {
         let c = cfg(&format!(r#"{{"preset":"{}"}}"#, p.name()));
-        c.validate("").unwrap_or_else(|e| panic!("{}: {e:?}", p.name()));
+        c.validate("")
+            .unwrap_or_else(|e| panic!("{}: {e:?}", p.name()));
         assert_eq!(c.resolved(), p.config());
     }
     let c = cfg(r#"{"preset":"wifi","delay":{"base_ms":5.0}}"#).resolved();
@@ -395,16 +553,27 @@ fn presets_resolve_validate_and_can_be_overridden() {
 
 #[test]
 fn netem_compat_warning_states_the_effective_rate() {
-    let w = cfg(r#"{"loss":{"model":"netem_compat","probability":0.1,"correlation":0.25}}"#).warnings();
+    let w =
+        cfg(r#"{"loss":{"model":"netem_compat","probability":0.1,"correlation":0.25}}"#).warnings();
     assert_eq!(w.len(), 1);
-    assert!(w[0].starts_with("loss.netem_compat: `loss 10% 25%` behaves as about 1.7"), "{}", w[0]);
+    assert!(
+        w[0].starts_with("loss.netem_compat: `loss 10% 25%` behaves as about 1.7"),
+        "{}",
+        w[0]
+    );
     assert!(cfg(r#"{"preset":"wifi"}"#).warnings().is_empty());
 }
 
 #[test]
 fn schema_is_generated() {
     let s = serde_json::to_string(&schemars::schema_for!(LinkConfig)).unwrap();
-    for key in ["gilbert_elliott", "paretonormal", "queue_limit_packets", "lossy_dsl", "3g"] {
+    for key in [
+        "gilbert_elliott",
+        "paretonormal",
+        "queue_limit_packets",
+        "lossy_dsl",
+        "3g",
+    ] {
         assert!(s.contains(key), "{key}");
     }
 }
