@@ -374,6 +374,31 @@ fn check_prob(errs: &mut Vec<ConfigError>, path: &str, field: &str, value: f64) 
 }
 
 impl LinkConfig {
+    /// Parses a config from JSON text. `path` is the JSON path of this
+    /// object inside a larger document (e.g. `links[0].a_to_b`, or `""`),
+    /// used as the prefix of the error's path.
+    ///
+    /// # Errors
+    /// Malformed JSON, unknown fields or names, wrong types, trailing input.
+    /// Call [`LinkConfig::validate`] on the result for value checks.
+    pub fn from_json(text: &str, path: &str) -> Result<LinkConfig, crate::error::ParseError> {
+        let mut de = serde_json::Deserializer::from_str(text);
+        let parsed: Result<LinkConfig, _> = serde_path_to_error::deserialize(&mut de);
+        let to_err = |inner: String, source| {
+            let inner = if inner == "." { String::new() } else { inner };
+            let path = match (path.is_empty(), inner.is_empty()) {
+                (true, true) => "(root)".to_string(),
+                (true, false) => inner,
+                (false, true) => path.to_string(),
+                (false, false) => format!("{path}.{inner}"),
+            };
+            crate::error::ParseError { path, source }
+        };
+        let config = parsed.map_err(|e| to_err(e.path().to_string(), e.into_inner()))?;
+        de.end().map_err(|e| to_err(String::new(), e))?;
+        Ok(config)
+    }
+
     /// The preset (if any) with this config's fields laid over it.
     pub fn resolved(&self) -> LinkConfig {
         let base = self.preset.map(Preset::config).unwrap_or_default();
@@ -605,7 +630,7 @@ impl LinkConfig {
             let (rate, burst) = crate::loss::netem_compat_effective(probability, correlation);
             w.push(format!(
                 "loss.netem_compat: `loss {}% {}%` behaves as about {} loss (mean burst {:.2}) with the kernel's \
-                 correlation arithmetic (netem.md §5); use gilbert_elliott or burst for bursty loss",
+                 correlation arithmetic (get_crandom); use gilbert_elliott or burst for bursty loss",
                 fmt_pct(probability),
                 fmt_pct(correlation),
                 fmt_rate(rate),

@@ -132,3 +132,17 @@ impl From<Vec<ConfigError>> for ConfigErrors {
         ConfigErrors(v)
     }
 }
+
+/// A config that is not JSON or does not fit the schema (unknown field,
+/// unknown model / distribution / preset name, wrong type), with the JSON
+/// path of the offending value as far as serde can track it.
+#[derive(Debug, thiserror::Error)]
+#[error("{path}: {source}")]
+pub struct ParseError {
+    /// JSON path, prefixed by the path given to
+    /// [`LinkConfig::from_json`](crate::LinkConfig::from_json).
+    pub path: String,
+    /// The underlying error (with line and column).
+    #[source]
+    pub source: serde_json::Error,
+}

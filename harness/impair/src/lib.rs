@@ -71,5 +71,5 @@ pub use decision::{
     CopyFate, CopyIndex, Corruption, DelayBreakdown, DropReason, LossCause, PacketId, Verdict,
 };
 pub use engine::{Delivery, IP_UDP_HEADER_BYTES, LinkDirection};
-pub use error::{ConfigError, ConfigErrors};
+pub use error::{ConfigError, ConfigErrors, ParseError};
 pub use stats::{DelayPercentiles, LinkStats, LinkStatsReport, LinkStatsRun, link_stats};

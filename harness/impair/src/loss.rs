@@ -338,7 +338,7 @@ pub(crate) fn netem_compat_effective(probability: f64, correlation: f64) -> (f64
     if thr == 0 {
         return (0.0, 0.0);
     }
-    let mut sm = 0x5EED_0F_C0_77E1A7E5u64;
+    let mut sm = 0x5EED_0FC0_77E1_A7E5_u64;
     let mut next = move || {
         // SplitMix64.
         sm = sm.wrapping_add(0x9E37_79B9_7F4A_7C15);

@@ -539,6 +539,25 @@ fn unknown_names_and_fields_are_rejected_by_serde() {
 }
 
 #[test]
+fn from_json_reports_the_path_of_type_errors() {
+    let e = LinkConfig::from_json(r#"{"delay":{"base_ms":"20"}}"#, "links[1].b_to_a").unwrap_err();
+    assert_eq!(e.path, "links[1].b_to_a.delay.base_ms");
+    assert!(
+        e.to_string()
+            .starts_with("links[1].b_to_a.delay.base_ms: invalid type: string \"20\""),
+        "{e}"
+    );
+    let e = LinkConfig::from_json(r#"{"rate":{"bytes_per_second":1}} x"#, "").unwrap_err();
+    assert!(e.to_string().contains("trailing characters"), "{e}");
+    assert_eq!(
+        LinkConfig::from_json(r#"{"preset":"lan"}"#, "")
+            .unwrap()
+            .preset,
+        Some(Preset::Lan)
+    );
+}
+
+#[test]
 fn presets_resolve_validate_and_can_be_overridden() {
     for p in Preset::ALL {
         let c = cfg(&format!(r#"{{"preset":"{}"}}"#, p.name()));
