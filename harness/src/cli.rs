@@ -10,6 +10,23 @@ use std::time::Duration;
 
 use clap::{Parser, Subcommand, ValueEnum};
 
+/// `println!` that never panics: output to a closed pipe (`streamlab … |
+/// head`) is dropped instead of aborting the run.
+macro_rules! say {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stdout().lock(), $($arg)*);
+    }};
+}
+
+/// `print!` that never panics (see `say!`).
+macro_rules! say_raw {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let _ = write!(std::io::stdout().lock(), $($arg)*);
+    }};
+}
+
 use crate::capture::CaptureFormat;
 use crate::report::{InputFailure, RunReport, Verdict, junit};
 use crate::runner::{RunOptions, run};
@@ -150,7 +167,7 @@ pub fn main() -> ExitCode {
         Command::List { paths } => cmd_list(&paths),
         Command::Schema => {
             let schema = schemars::schema_for!(Scenario);
-            println!(
+            say!(
                 "{}",
                 serde_json::to_string_pretty(&schema).unwrap_or_default()
             );
@@ -211,12 +228,15 @@ fn cmd_run(
             Verdict::Pass => "PASS",
             Verdict::Fail => "FAIL",
         };
-        println!(
+        say!(
             "{status} {:<40} seed {:<20} sim {:>8.1} ms  wall {:>8.1} ms",
-            r.scenario, r.seed, r.simulation.ended_at_ms, r.wall_clock.run_ms
+            r.scenario,
+            r.seed,
+            r.simulation.ended_at_ms,
+            r.wall_clock.run_ms
         );
         if r.verdict == Verdict::Fail {
-            print!("{}", r.failure_text());
+            say_raw!("{}", r.failure_text());
         }
     });
     let mut io_failed = false;
@@ -236,7 +256,7 @@ fn cmd_run(
         .iter()
         .filter(|r| r.verdict == Verdict::Fail)
         .count();
-    println!(
+    say!(
         "{} passed, {} failed{}",
         reports.len() - failed,
         failed,
@@ -301,7 +321,7 @@ fn cmd_validate(paths: &[PathBuf]) -> ExitCode {
         }
     };
     for (f, l) in &ok {
-        println!(
+        say!(
             "ok {} ({}, id {})",
             f.display(),
             l.scenario.name,
@@ -336,7 +356,7 @@ fn cmd_list(paths: &[PathBuf]) -> ExitCode {
     };
     for (f, l) in &ok {
         let first_line = l.scenario.description.lines().next().unwrap_or("");
-        println!(
+        say!(
             "{:<40} {:<12} {}  ({})",
             l.scenario.name,
             &l.id[..12],
@@ -377,7 +397,7 @@ fn cmd_link_stats(link: &str, packets: u64, seed: u64, interval_us: u64, size: u
     };
     match crate::linkstats::link_stats_json(&text, link, packets, seed, interval_us, size) {
         Ok(json) => {
-            println!("{json}");
+            say!("{json}");
             ExitCode::SUCCESS
         }
         Err(e) => {

@@ -14,13 +14,26 @@ use streamlab_impair::{LinkConfig, LinkStatsRun, link_stats};
 ///
 /// # Errors
 /// One line per problem, each naming `origin` and the JSON path.
-pub fn link_stats_json(text: &str, origin: &str, packets: u64, seed: u64, interval_us: u64, size: usize) -> Result<String, String> {
+pub fn link_stats_json(
+    text: &str,
+    origin: &str,
+    packets: u64,
+    seed: u64,
+    interval_us: u64,
+    size: usize,
+) -> Result<String, String> {
     let config = LinkConfig::from_json(text, "").map_err(|e| format!("{origin}: {e}"))?;
     if let Err(errs) = config.validate("") {
-        return Err(errs.iter().map(|e| format!("{origin}: {e}")).collect::<Vec<_>>().join("\n"));
+        return Err(errs
+            .iter()
+            .map(|e| format!("{origin}: {e}"))
+            .collect::<Vec<_>>()
+            .join("\n"));
     }
     if size == 0 || size > 65_507 {
-        return Err(format!("--size {size}: give 1 to 65507 bytes (a UDP payload)"));
+        return Err(format!(
+            "--size {size}: give 1 to 65507 bytes (a UDP payload)"
+        ));
     }
     let run = LinkStatsRun {
         packets,
@@ -37,6 +50,9 @@ pub fn link_stats_json(text: &str, origin: &str, packets: u64, seed: u64, interv
         out.extend(fields);
     }
     out.insert("warnings".into(), config.warnings().into());
-    out.insert("config".into(), serde_json::to_value(config.resolved()).unwrap_or_default());
+    out.insert(
+        "config".into(),
+        serde_json::to_value(config.resolved()).unwrap_or_default(),
+    );
     Ok(serde_json::Value::Object(out).to_string())
 }
