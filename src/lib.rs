@@ -12,6 +12,33 @@
 //! - With the default `runtime` feature, `driver` runs any machine over any
 //!   datagram socket (tokio's for the real `mediastream` binary, turmoil's in
 //!   the simulator), with no protocol logic of its own.
+//!
+//! ## The `mediastream` binary
+//!
+//! A real UDP server and client with ctsTraffic-style options (default
+//! `runtime` feature):
+//!
+//! ```text
+//! mediastream server [--listen 0.0.0.0] [--port 4444] [--server-exit-limit N]
+//! mediastream client --target <host> [--port 4444] [--buffer-depth 1] [--json]
+//! ```
+//!
+//! Both take the stream options `--bits-per-second`, `--frame-rate`,
+//! `--stream-length` (s) and `--datagram-size`, which must match on both
+//! ends, plus `--status-interval-ms` (0 disables status lines), `--json` and
+//! `-v`/`RUST_LOG` (tracing on stderr). Handshake timing: client
+//! `--start-timeout-ms`, `--start-backoff-max-ms`, `--start-attempts`,
+//! `--request-immediate`; server `--start-ack-timeout-ms`,
+//! `--start-ack-attempts`, `--max-pending`, `--allow-immediate`. `--help`
+//! lists the rest.
+//!
+//! Output: ctsTraffic's status columns (TimeSlice, Bits/Sec, Streams,
+//! Completed, Dropped, Repeated, Errors; deltas per interval), connection
+//! lines and a final summary; with `--json` the summary is one JSON object
+//! on the last line of stdout (`result`, `frames_completed`, …, and on
+//! failure `error`, a stable name such as `handshake_timeout` or
+//! `connection_refused`). Exit codes: 0 success, 1 the stream failed, 2 bad
+//! usage or options, 3 socket error.
 
 #[cfg(feature = "runtime")]
 pub mod driver;
