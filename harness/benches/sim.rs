@@ -123,7 +123,10 @@ fn best_of<T>(n: usize, mut f: impl FnMut() -> (Duration, T)) -> (Duration, T) {
 }
 
 fn main() {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("workspace").to_path_buf();
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("workspace")
+        .to_path_buf();
     let tmp = std::env::temp_dir().join(format!("streamlab-bench-{}", std::process::id()));
     println!("streamlab benchmark (best of 3 where timed; ratios from the same run)\n");
 
@@ -145,7 +148,9 @@ fn main() {
     let (bare_wall, delivered) = best_of(3, || bare_turmoil(60));
     assert_eq!(delivered, 60 * 30 * 3, "bare turmoil lost datagrams");
     let bare_sim = Duration::from_secs(60) + Duration::from_millis(20 + 34);
-    println!("reference stream: 60 s, 1 Mbit/s, 30 fps, Gilbert-Elliott loss, 20±4 ms normal jitter");
+    println!(
+        "reference stream: 60 s, 1 Mbit/s, 30 fps, Gilbert-Elliott loss, 20±4 ms normal jitter"
+    );
     println!(
         "  harness, no capture   : {:>8.1} ms wall for {:>6.1} s simulated = {:>7.0}x real time",
         harness_wall.as_secs_f64() * 1e3,
@@ -179,16 +184,27 @@ fn main() {
     let files = expand(&[root.join("scenarios")]).expect("scenarios/");
     let suite: Vec<(PathBuf, Loaded)> = files
         .iter()
-        .map(|f| (f.clone(), load(f).unwrap_or_else(|e| panic!("{}: {e:?}", f.display()))))
+        .map(|f| {
+            (
+                f.clone(),
+                load(f).unwrap_or_else(|e| panic!("{}: {e:?}", f.display())),
+            )
+        })
         .collect();
     let suite_opts = RunOptions {
         captures: Some(tmp.join("suite")),
         ..RunOptions::default()
     };
-    for jobs in [1, std::thread::available_parallelism().map_or(1, |n| n.get())] {
+    for jobs in [
+        1,
+        std::thread::available_parallelism().map_or(1, |n| n.get()),
+    ] {
         let t = Instant::now();
         let reports = run_many(&suite, &suite_opts, jobs, |_| {});
-        let failed = reports.iter().filter(|r| r.verdict != streamlab_harness::report::Verdict::Pass).count();
+        let failed = reports
+            .iter()
+            .filter(|r| r.verdict != streamlab_harness::report::Verdict::Pass)
+            .count();
         println!(
             "suite: {} scenarios with captures in {:.1} ms wall on {jobs} thread(s) ({failed} failed)",
             reports.len(),
@@ -212,7 +228,9 @@ fn main() {
         let events = out.ended_at;
         drop(out);
         let ratio = peak as f64 / (*first.get_or_insert(peak)).max(1) as f64;
-        println!("  {secs:>4} s stream (ended at {events}): peak {peak:>7} KiB above the RSS before the run ({ratio:.2}x the 30 s stream)");
+        println!(
+            "  {secs:>4} s stream (ended at {events}): peak {peak:>7} KiB above the RSS before the run ({ratio:.2}x the 30 s stream)"
+        );
     }
     let _ = std::fs::remove_dir_all(&tmp);
 }

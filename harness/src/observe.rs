@@ -113,7 +113,8 @@ impl Observer {
         self.events
     }
 
-    /// SHA-256 of the trace so far (each event's JSON, newline-terminated).
+    /// SHA-256 of the trace so far (each event's
+    /// [`TraceEvent::encode_for_hash`] encoding, in order).
     pub(crate) fn trace_hash(&self) -> String {
         hex::encode(self.hasher.clone().finalize())
     }
@@ -125,10 +126,8 @@ impl Observer {
 
     pub(crate) fn observe(&mut self, e: &TraceEvent) {
         self.last_at = e.at();
-        if let Ok(line) = serde_json::to_vec(e) {
-            self.hasher.update(&line);
-            self.hasher.update(b"\n");
-        }
+        let hasher = &mut self.hasher;
+        e.encode_for_hash(&mut |b| hasher.update(b));
         match e {
             TraceEvent::Sent {
                 src, dst, bytes, ..

@@ -106,6 +106,81 @@ impl TraceEvent {
     }
 }
 
+impl TraceEvent {
+    /// Feed a stable binary encoding of the event to `out` (for the trace
+    /// hash): a kind byte, the time, ids and addresses as fixed-width
+    /// integers, the payload as raw bytes with its length, and the decision
+    /// metadata as compact JSON. Cheaper than hashing the JSON form, whose
+    /// payloads are hex.
+    pub fn encode_for_hash(&self, out: &mut impl FnMut(&[u8])) {
+        fn addr(out: &mut impl FnMut(&[u8]), a: &SocketAddrV4) {
+            out(&a.ip().octets());
+            out(&a.port().to_be_bytes());
+        }
+        fn bytes(out: &mut impl FnMut(&[u8]), b: &[u8]) {
+            out(&(b.len() as u64).to_be_bytes());
+            out(b);
+        }
+        fn json(out: &mut impl FnMut(&[u8]), v: &impl Serialize) {
+            bytes(out, &serde_json::to_vec(v).unwrap_or_default());
+        }
+        match self {
+            TraceEvent::Sent {
+                at,
+                packet,
+                src,
+                dst,
+                bytes: b,
+                origin,
+                notes,
+                verdict,
+            } => {
+                out(&[1]);
+                out(&at.as_micros().to_be_bytes());
+                out(&packet.0.to_be_bytes());
+                addr(out, src);
+                addr(out, dst);
+                bytes(out, b);
+                json(out, origin);
+                json(out, notes);
+                json(out, verdict);
+            }
+            TraceEvent::Arrived {
+                at,
+                packet,
+                copy,
+                src,
+                dst,
+                bytes: b,
+                corruption,
+                delivered_to_app,
+            } => {
+                out(&[2]);
+                out(&at.as_micros().to_be_bytes());
+                out(&packet.0.to_be_bytes());
+                out(&copy.to_be_bytes());
+                addr(out, src);
+                addr(out, dst);
+                bytes(out, b);
+                json(out, corruption);
+                out(&[u8::from(*delivered_to_app)]);
+            }
+            TraceEvent::Lost {
+                at,
+                packet,
+                copy,
+                cause,
+            } => {
+                out(&[3]);
+                out(&at.as_micros().to_be_bytes());
+                out(&packet.0.to_be_bytes());
+                out(&copy.to_be_bytes());
+                bytes(out, cause.as_bytes());
+            }
+        }
+    }
+}
+
 /// Something that consumes the trace as the run produces it (a capture
 /// writer, a hasher, an in-memory recorder). Events arrive in time order.
 pub trait TraceSink {
