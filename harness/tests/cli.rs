@@ -216,3 +216,105 @@ fn list_and_validate_the_suite() {
     assert_eq!(o.status.code(), Some(0), "{}", text(&o));
     assert!(text(&o).contains("happy_path"), "{}", text(&o));
 }
+
+#[test]
+fn link_stats_matches_the_models_and_rejects_bad_links() {
+    let dir = tmp("link");
+    // Simple Gilbert-Elliott: p = 0.02, r = 0.25, loss only in Bad.
+    // Stationary loss p/(p+r) = 0.0740…, mean burst 1/r = 4.
+    let ge = write(
+        &dir,
+        "ge.json",
+        r#"{"loss": {"model": "gilbert_elliott", "p": 0.02, "r": 0.25}, "delay": {"base_ms": 30, "jitter_ms": 10}}"#,
+    );
+    let o = streamlab(&["link-stats", &ge, "--packets", "200000", "--seed", "5"]);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).expect("one JSON object");
+    let loss = v["loss_rate"].as_f64().unwrap();
+    // The estimate of a Markov chain's rate over 2·10^5 packets: σ ≈ 0.0024 here; allow 5σ.
+    assert!((loss - 0.02 / 0.27).abs() < 0.012, "loss_rate {loss}");
+    let burst = v["mean_loss_burst"].as_f64().unwrap();
+    assert!((burst - 4.0).abs() < 0.4, "mean_loss_burst {burst}");
+    // Uniform jitter on [20, 40) ms (rounded up to whole µs): median 30, max at most 40.
+    let d = &v["delay_ms"];
+    assert!((d["p50"].as_f64().unwrap() - 30.0).abs() < 0.5, "{d}");
+    assert!(
+        d["max"].as_f64().unwrap() <= 40.0 && d["p99"].as_f64().unwrap() > 39.0,
+        "{d}"
+    );
+    for key in [
+        "packets",
+        "delivered",
+        "max_loss_burst",
+        "duplicate_rate",
+        "corrupt_rate",
+        "reorder_rate",
+    ] {
+        assert!(v.get(key).is_some(), "{key} missing from {v}");
+    }
+    // Jitter wider than the gap between packets reorders them.
+    assert!(v["reorder_rate"].as_f64().unwrap() > 0.1, "{v}");
+    // Same seed, same output.
+    let again = streamlab(&["link-stats", &ge, "--packets", "200000", "--seed", "5"]);
+    assert_eq!(again.stdout, o.stdout);
+
+    // netem_compat states its effective rate.
+    let compat = write(
+        &dir,
+        "compat.json",
+        r#"{"loss": {"model": "netem_compat", "probability": 0.1, "correlation": 0.25}}"#,
+    );
+    let o = streamlab(&["link-stats", &compat, "--packets", "100000"]);
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).expect("JSON");
+    assert!(v["warnings"].to_string().contains("1.7"), "{v}");
+    assert!(
+        (v["loss_rate"].as_f64().unwrap() - 0.0176).abs() < 0.004,
+        "{v}"
+    );
+
+    // Bad input: exit 2 naming the field.
+    let bad = write(
+        &dir,
+        "bad.json",
+        r#"{"loss": {"model": "random", "probability": -0.5}}"#,
+    );
+    let o = streamlab(&["link-stats", &bad]);
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+    assert!(text(&o).contains("loss.probability"), "{}", text(&o));
+    let unknown = write(
+        &dir,
+        "unknown.json",
+        r#"{"delay": {"base_ms": 5, "distribution": "gaussian"}}"#,
+    );
+    let o = streamlab(&["link-stats", &unknown]);
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+    assert!(text(&o).contains("gaussian"), "{}", text(&o));
+}
+
+#[test]
+fn classic_pcap_capture_format() {
+    let dir = tmp("pcap");
+    let file = write(&dir, "good.json", GOOD);
+    let caps = dir.join("caps");
+    let o = streamlab(&[
+        "run",
+        &file,
+        "--reports",
+        dir.join("r").to_str().unwrap(),
+        "--captures",
+        caps.to_str().unwrap(),
+        "--capture-format",
+        "pcap",
+    ]);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    let files: Vec<PathBuf> = std::fs::read_dir(&caps)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    assert_eq!(files.len(), 1);
+    assert_eq!(files[0].extension().and_then(|e| e.to_str()), Some("pcap"));
+    let b = std::fs::read(&files[0]).unwrap();
+    // Classic pcap magic (µs, little-endian) and Ethernet link type.
+    assert_eq!(&b[..4], &[0xd4, 0xc3, 0xb2, 0xa1]);
+    assert_eq!(u32::from_le_bytes([b[20], b[21], b[22], b[23]]), 1);
+}
