@@ -286,6 +286,9 @@ end
 
 function ms.dissector(tvb, pinfo, tree)
   local len = tvb:len()
+  -- Wireshark's UDP dissector never hands an empty payload to a
+  -- subdissector, so an empty datagram (malformed by spec §2.8) shows as
+  -- plain UDP "Len=0"; this guard only matters for other callers.
   if len == 0 then return 0 end
   pinfo.cols.protocol = "MEDIASTREAM"
   local subtree = tree:add(ms, tvb())

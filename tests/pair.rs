@@ -284,11 +284,13 @@ fn busy_when_pending_table_is_full() {
     let rs = sim.responder.stats();
     assert_eq!(
         (
+            rs.starts_received,
             rs.busy_rejections,
             rs.sessions_created,
             rs.streams_completed
         ),
-        (1, 2, 2)
+        (3, 1, 2, 2),
+        "every well-formed START counts as received, the BUSY-rejected one too"
     );
     assert_eq!(rs.errors_sent.get("BUSY"), Some(&1));
 }

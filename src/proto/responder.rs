@@ -449,6 +449,7 @@ impl Responder {
         let sid = frame.stream_id();
         match frame {
             Frame::Start(c) => {
+                ctx.stats.starts_received += 1;
                 if self
                     .sessions
                     .values()
@@ -461,7 +462,6 @@ impl Responder {
                     ctx.queue_error(from, None, len, sid, ErrorCode::Busy);
                     return;
                 }
-                ctx.stats.starts_received += 1;
                 ctx.stats.sessions_created += 1;
                 let requested = c.flags.contains(Flags::IMMEDIATE);
                 let immediate = requested && ctx.config.allow_immediate;
@@ -541,6 +541,9 @@ impl Responder {
         };
         let sid = frame.stream_id();
         let state = s.state;
+        if matches!(frame, Frame::Start(_)) {
+            ctx.stats.starts_received += 1;
+        }
         if sid != s.stream_id {
             match frame {
                 Frame::Start(_) => {

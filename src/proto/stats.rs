@@ -68,7 +68,8 @@ pub struct InitiatorStats {
 /// Counters a responder keeps, over all its sessions.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
 pub struct ResponderStats {
-    /// Well-formed START frames received.
+    /// Well-formed START frames received (new, repeated, conflicting and
+    /// BUSY-rejected alike).
     pub starts_received: u64,
     /// Sessions created.
     pub sessions_created: u64,
