@@ -27,6 +27,7 @@ use std::cell::RefCell;
 use std::collections::{BTreeMap, BTreeSet};
 use std::io;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, SocketAddrV4};
+use std::ops::Bound::{Excluded, Unbounded};
 use std::rc::Rc;
 
 use streamlab::driver::DatagramSocket;
@@ -123,6 +124,23 @@ pub(crate) struct LinkState {
 }
 
 impl LinkState {
+    fn new(name: String, config: LinkConfig, seed: u64) -> Self {
+        LinkState {
+            // The configuration was validated with the scenario; a failure
+            // here would be a bug in validation, so fall back to a clean link
+            // rather than panic (the report still shows the configuration).
+            engine: LinkDirection::new(&name, &config, seed).unwrap_or_else(|_| {
+                LinkDirection::new(&name, &LinkConfig::default(), seed)
+                    .expect("the default link config is valid")
+            }),
+            name,
+            config,
+            partitions: Vec::new(),
+            held: false,
+            stats: LinkStats::new(),
+        }
+    }
+
     /// Drain the engine (everything it still holds counts as delivered when
     /// due) and report what it realized.
     pub(crate) fn finish_stats(&mut self) -> LinkStatsReport {
@@ -201,26 +219,21 @@ impl Network {
     /// random streams exist only for directions that carry traffic (they are
     /// named by the link, so creation order does not matter).
     pub(crate) fn link(&mut self, from: usize, to: usize) -> &mut LinkState {
-        let name = format!("{}->{}", self.hosts[from].name, self.hosts[to].name);
-        let config = self
-            .link_configs
-            .get(&(from, to))
-            .unwrap_or(&self.default_link)
-            .clone();
-        let seed = self.seed;
-        self.links.entry((from, to)).or_insert_with(|| LinkState {
-            // The configuration was validated with the scenario; a failure
-            // here would be a bug in validation, so fall back to a clean link
-            // and say so rather than panic.
-            engine: LinkDirection::new(&name, &config, seed).unwrap_or_else(|_| {
-                LinkDirection::new(&name, &LinkConfig::default(), seed)
-                    .expect("the default link config is valid")
-            }),
-            name,
-            config,
-            partitions: Vec::new(),
-            held: false,
-            stats: LinkStats::new(),
+        let Network {
+            links,
+            hosts,
+            link_configs,
+            default_link,
+            seed,
+            ..
+        } = self;
+        links.entry((from, to)).or_insert_with(|| {
+            let name = format!("{}->{}", hosts[from].name, hosts[to].name);
+            let config = link_configs
+                .get(&(from, to))
+                .unwrap_or(default_link)
+                .clone();
+            LinkState::new(name, config, *seed)
         })
     }
 
@@ -647,15 +660,25 @@ impl SimSocket {
         let mut line = self.delay_line.borrow_mut();
         let mut net = self.net.borrow_mut();
         let mut next_wait = None;
-        let keys: Vec<_> = line.keys().copied().collect();
-        for key in keys {
+        let mut cursor = None;
+        loop {
+            let next = match cursor {
+                None => line.keys().next(),
+                Some(after) => line
+                    .range((Excluded(after), Unbounded))
+                    .map(|(k, _)| k)
+                    .next(),
+            };
+            let Some(&key) = next else { break };
+            cursor = Some(key);
             let (due, packet, copy) = key;
             let (src_host, dst_host, sent_at) = {
                 let w = &line[&key];
                 (w.flight.src_host, w.flight.dst_host, w.flight.sent_at)
             };
             if due > now {
-                next_wait = Some(next_wait.map_or(due, |w: SimTime| w.min(due)));
+                // Keys are in due order: this is the earliest future copy.
+                next_wait = Some(due);
                 break;
             }
             let link = net.link(src_host, dst_host);
