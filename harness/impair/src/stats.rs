@@ -297,3 +297,286 @@ pub fn link_stats(config: &LinkConfig, run: LinkStatsRun) -> Result<LinkStatsRep
     }
     Ok(stats.finish())
 }
+
+#[cfg(test)]
+mod tests {
+    use rand::{Rng, SeedableRng};
+    use rand_chacha::ChaCha8Rng;
+
+    use super::*;
+
+    /// The straightforward computation the accumulator must agree with: keeps
+    /// every delay and every copy's order key, and sorts them in `finish`.
+    mod reference {
+        use super::super::reason_key;
+        use super::*;
+
+        #[derive(Clone, Debug, Default)]
+        pub(super) struct LinkStats {
+            packets: u64,
+            copies: u64,
+            delivered: u64,
+            delivered_bytes: u64,
+            corrupted: u64,
+            corrupted_caught: u64,
+            reordered_by_netem: u64,
+            dropped: BTreeMap<&'static str, u64>,
+            lost_packets: u64,
+            current_burst: u64,
+            bursts: BTreeMap<u64, u64>,
+            delays_us: Vec<u64>,
+            planned: Vec<(SimTime, u8, PacketId, CopyIndex, SimTime)>,
+            arrivals: Vec<(SimTime, PacketId)>,
+            first_sent: Option<SimTime>,
+            last_at: Option<SimTime>,
+        }
+
+        impl LinkStats {
+            pub(super) fn record_verdict(&mut self, v: &Verdict) {
+                self.packets += 1;
+                self.copies += v.copies.len() as u64;
+                self.first_sent = Some(self.first_sent.map_or(v.sent_at, |t| t.min(v.sent_at)));
+                let mut any_delivered = false;
+                for (i, c) in v.copies.iter().enumerate() {
+                    match c {
+                        CopyFate::Delivered {
+                            at,
+                            delay,
+                            corruption,
+                        } => {
+                            any_delivered = true;
+                            self.delivered += 1;
+                            self.delays_us
+                                .push(at.as_micros().saturating_sub(v.sent_at.as_micros()));
+                            if let Some(c) = corruption {
+                                self.corrupted += 1;
+                                self.corrupted_caught += u64::from(c.caught_by_checksum);
+                            }
+                            self.reordered_by_netem += u64::from(delay.reordered);
+                            let lane = if delay.reordered { 0 } else { 1 };
+                            self.planned
+                                .push((*at, lane, v.packet, i as CopyIndex, v.sent_at));
+                            self.last_at = Some(self.last_at.map_or(*at, |t| t.max(*at)));
+                        }
+                        CopyFate::Dropped { reason } => {
+                            *self.dropped.entry(reason_key(reason)).or_default() += 1
+                        }
+                    }
+                }
+                if any_delivered {
+                    if self.current_burst > 0 {
+                        *self.bursts.entry(self.current_burst).or_default() += 1;
+                        self.current_burst = 0;
+                    }
+                } else {
+                    self.lost_packets += 1;
+                    self.current_burst += 1;
+                }
+            }
+
+            pub(super) fn record_delivery(&mut self, d: &Delivery) {
+                self.arrivals.push((d.sent_at, d.packet));
+                self.delivered_bytes += d.bytes.len() as u64;
+            }
+
+            pub(super) fn finish(&mut self) -> LinkStatsReport {
+                let mut bursts = self.bursts.clone();
+                if self.current_burst > 0 {
+                    *bursts.entry(self.current_burst).or_default() += 1;
+                }
+                let n_bursts: u64 = bursts.values().sum();
+                let ratio = |a: u64, b: u64| if b == 0 { 0.0 } else { a as f64 / b as f64 };
+                let order: Vec<(SimTime, PacketId)> = if self.arrivals.is_empty() {
+                    let mut p = self.planned.clone();
+                    p.sort_unstable_by_key(|&(at, lane, packet, copy, _)| (at, lane, packet, copy));
+                    p.into_iter()
+                        .map(|(_, _, packet, _, sent)| (sent, packet))
+                        .collect()
+                } else {
+                    self.arrivals.clone()
+                };
+                let mut overtakers = 0u64;
+                let mut min_after: Option<(SimTime, PacketId)> = None;
+                for &k in order.iter().rev() {
+                    if min_after.is_some_and(|m| m < k) {
+                        overtakers += 1;
+                    }
+                    min_after = Some(min_after.map_or(k, |m| m.min(k)));
+                }
+                let mut d = self.delays_us.clone();
+                d.sort_unstable();
+                let ms = |us: u64| us as f64 / 1000.0;
+                let pct = |q: f64| {
+                    if d.is_empty() {
+                        return 0.0;
+                    }
+                    let rank = ((q * d.len() as f64).ceil() as usize).clamp(1, d.len());
+                    ms(d[rank - 1])
+                };
+                let delay_ms = DelayPercentiles {
+                    mean: if d.is_empty() {
+                        0.0
+                    } else {
+                        d.iter().map(|&v| v as f64).sum::<f64>() / d.len() as f64 / 1000.0
+                    },
+                    p50: pct(0.50),
+                    p90: pct(0.90),
+                    p99: pct(0.99),
+                    max: d.last().map_or(0.0, |&v| ms(v)),
+                };
+                let span_us = match (self.first_sent, self.last_at) {
+                    (Some(a), Some(b)) => b.as_micros().saturating_sub(a.as_micros()),
+                    _ => 0,
+                };
+                LinkStatsReport {
+                    packets: self.packets,
+                    copies: self.copies,
+                    delivered: self.delivered,
+                    dropped: self.dropped.clone(),
+                    loss_rate: ratio(self.lost_packets, self.packets),
+                    mean_loss_burst: ratio(self.lost_packets, n_bursts),
+                    max_loss_burst: bursts.keys().next_back().copied().unwrap_or(0),
+                    loss_bursts: bursts,
+                    duplicate_rate: ratio(self.copies - self.packets, self.packets),
+                    corrupt_rate: ratio(self.corrupted, self.delivered),
+                    corrupt_caught_by_checksum: self.corrupted_caught,
+                    reorder_rate: ratio(overtakers, order.len() as u64),
+                    reordered_by_netem: self.reordered_by_netem,
+                    delay_ms,
+                    delivered_bytes: self.delivered_bytes,
+                    throughput_bytes_per_second: if span_us == 0 {
+                        0.0
+                    } else {
+                        self.delivered_bytes as f64 * 1e6 / span_us as f64
+                    },
+                }
+            }
+        }
+    }
+
+    /// How a test run records deliveries.
+    #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+    enum Recording {
+        /// Deliveries due are recorded before every send (the harness's
+        /// drive loop); the rest at the end.
+        Prompt,
+        /// Deliveries are recorded only before some sends.
+        Lazy,
+        /// Never: the order comes from the verdicts.
+        VerdictsOnly,
+        /// Verdicts only for the first part of the run, then as `Prompt`.
+        LateStart,
+    }
+
+    const CONFIGS: &[&str] = &[
+        r#"{"delay":{"base_ms":20.0,"jitter_ms":15.0},"duplicate":{"probability":0.25},
+            "reorder":{"probability":0.1,"gap":2},"loss":{"model":"random","probability":0.05},
+            "corrupt":{"probability":0.05}}"#,
+        r#"{"delay":{"base_ms":10.0,"jitter_ms":8.0,"distribution":"normal"},
+            "rate":{"bytes_per_second":500000},"duplicate":{"probability":0.2},
+            "loss":{"model":"burst","loss_rate":0.05,"mean_burst_len":3.0},
+            "queue_limit_packets":30,"mtu_bytes":1200}"#,
+        r#"{"delay":{"base_ms":2.0,"jitter_ms":2.0,"distribution":"pareto"},
+            "reorder":{"probability":0.3},"duplicate":{"probability":0.5},
+            "corrupt":{"probability":0.1,"mode":"deliver"}}"#,
+        r#"{"delay":{"base_ms":0.5},"reorder":{"probability":0.5},"duplicate":{"probability":0.3}}"#,
+    ];
+
+    /// Drives a link with random traffic (random gaps, often zero, and
+    /// sizes), feeding the same verdicts and deliveries to both accumulators
+    /// and comparing their reports at random points and at the end.
+    fn drive(
+        config: &str,
+        seed: u64,
+        packets: u64,
+        recording: Recording,
+        stats: &mut LinkStats,
+        reference: &mut reference::LinkStats,
+    ) -> LinkStatsReport {
+        let config = LinkConfig::from_json(config, "").unwrap();
+        let mut link = LinkDirection::new("stats-test", &config, seed).unwrap();
+        let mut rng = ChaCha8Rng::seed_from_u64(seed);
+        let check = |stats: &mut LinkStats, reference: &mut reference::LinkStats, at: &str| {
+            assert_eq!(
+                stats.finish(),
+                reference.finish(),
+                "{recording:?} seed {seed} {at}"
+            );
+        };
+        let mut deliver =
+            |d: &Delivery, stats: &mut LinkStats, reference: &mut reference::LinkStats| {
+                stats.record_delivery(d);
+                reference.record_delivery(d);
+            };
+        let mut now = 0u64;
+        for i in 0..packets {
+            if rng.random_bool(0.7) {
+                now += rng.random_range(0..3000);
+            }
+            let t = SimTime::from_micros(now);
+            let recording_now = match recording {
+                Recording::Prompt => true,
+                Recording::Lazy => rng.random_bool(0.1),
+                Recording::VerdictsOnly => false,
+                Recording::LateStart => i >= packets / 3,
+            };
+            if recording_now {
+                while let Some(d) = link.poll_delivery(t) {
+                    deliver(&d, stats, reference);
+                }
+            }
+            let size = rng.random_range(0..1400);
+            let v = link.send(t, PacketId(i), vec![0x5a; size]);
+            stats.record_verdict(&v);
+            reference.record_verdict(&v);
+            if rng.random_bool(0.001) {
+                check(stats, reference, &format!("after packet {i}"));
+            }
+        }
+        check(stats, reference, "after the last send");
+        if recording != Recording::VerdictsOnly {
+            if seed % 2 == 0 {
+                for d in link.drain() {
+                    deliver(&d, stats, reference);
+                }
+            } else {
+                while let Some(t) = link.poll_timeout() {
+                    while let Some(d) = link.poll_delivery(t) {
+                        deliver(&d, stats, reference);
+                    }
+                }
+            }
+            check(stats, reference, "after the last delivery");
+        }
+        stats.finish()
+    }
+
+    #[test]
+    fn agrees_with_the_reference_computation() {
+        for recording in [
+            Recording::Prompt,
+            Recording::Lazy,
+            Recording::VerdictsOnly,
+            Recording::LateStart,
+        ] {
+            for (c, config) in CONFIGS.iter().enumerate() {
+                for seed in 0..2 {
+                    let mut stats = LinkStats::new();
+                    let mut reference = reference::LinkStats::default();
+                    let r = drive(
+                        config,
+                        seed + 10 * c as u64,
+                        20_000,
+                        recording,
+                        &mut stats,
+                        &mut reference,
+                    );
+                    // The configs with jitter or netem reorder reorder.
+                    if c != 1 {
+                        assert!(r.reorder_rate > 0.0, "{recording:?} config {c}");
+                    }
+                }
+            }
+        }
+    }
+}
