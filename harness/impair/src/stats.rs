@@ -15,9 +15,10 @@ use crate::error::ConfigErrors;
 /// direction. Verdicts must be recorded in send order (loss bursts are runs
 /// of consecutive packets in that order).
 ///
-/// Delay percentiles are exact: every delivered copy's delay is kept (8
-/// bytes each) and sorted in [`finish`](Self::finish); percentile `q` is the
-/// nearest-rank value `sorted[ceil(q·n) − 1]`.
+/// Delay percentiles are exact: delivered copies' delays are counted per
+/// distinct value (whole µs), so that histogram grows with the range of
+/// delays, not with the number of copies; percentile `q` is the nearest-rank
+/// value, the `ceil(q·n)`-th smallest of the `n` delays.
 #[derive(Clone, Debug, Default)]
 pub struct LinkStats {
     packets: u64,
@@ -31,7 +32,10 @@ pub struct LinkStats {
     lost_packets: u64,
     current_burst: u64,
     bursts: BTreeMap<u64, u64>,
-    delays_us: Vec<u64>,
+    /// Delay of delivered copies, µs → number of copies.
+    delays_us: BTreeMap<u64, u64>,
+    /// Sum of the delays, µs.
+    delay_sum_us: u128,
     /// From verdicts: (at, lane, packet, copy, sent_at) of delivered copies.
     planned: Vec<(SimTime, u8, PacketId, CopyIndex, SimTime)>,
     /// From deliveries, in arrival order: (sent_at, packet).
@@ -124,8 +128,9 @@ impl LinkStats {
                 } => {
                     any_delivered = true;
                     self.delivered += 1;
-                    self.delays_us
-                        .push(at.as_micros().saturating_sub(v.sent_at.as_micros()));
+                    let delay_us = at.as_micros().saturating_sub(v.sent_at.as_micros());
+                    *self.delays_us.entry(delay_us).or_default() += 1;
+                    self.delay_sum_us += u128::from(delay_us);
                     if let Some(c) = corruption {
                         self.corrupted += 1;
                         self.corrupted_caught += u64::from(c.caught_by_checksum);
@@ -155,6 +160,18 @@ impl LinkStats {
     pub fn record_delivery(&mut self, d: &Delivery) {
         self.arrivals.push((d.sent_at, d.packet));
         self.delivered_bytes += d.bytes.len() as u64;
+    }
+
+    /// The `rank`-th smallest delay (1-based, `1 ≤ rank ≤ delivered`), µs.
+    fn nth_delay_us(&self, rank: u64) -> u64 {
+        let mut upto = 0;
+        self.delays_us
+            .iter()
+            .find(|&(_, &count)| {
+                upto += count;
+                upto >= rank
+            })
+            .map_or(0, |(&delay, _)| delay)
     }
 
     fn close_burst(&mut self) {
@@ -194,26 +211,28 @@ impl LinkStats {
             min_after = Some(min_after.map_or(k, |m| m.min(k)));
         }
 
-        let mut d = self.delays_us.clone();
-        d.sort_unstable();
         let ms = |us: u64| us as f64 / 1000.0;
+        let n = self.delivered;
         let pct = |q: f64| {
-            if d.is_empty() {
+            if n == 0 {
                 return 0.0;
             }
-            let rank = ((q * d.len() as f64).ceil() as usize).clamp(1, d.len());
-            ms(d[rank - 1])
+            let rank = ((q * n as f64).ceil() as u64).clamp(1, n);
+            ms(self.nth_delay_us(rank))
         };
         let delay_ms = DelayPercentiles {
-            mean: if d.is_empty() {
+            // The exact sum, rounded once. The delays are whole µs, so while
+            // the sum is below 2^53 µs (285 years) this is also what adding
+            // them up as f64, in any order, gives.
+            mean: if n == 0 {
                 0.0
             } else {
-                d.iter().map(|&v| v as f64).sum::<f64>() / d.len() as f64 / 1000.0
+                self.delay_sum_us as f64 / n as f64 / 1000.0
             },
             p50: pct(0.50),
             p90: pct(0.90),
             p99: pct(0.99),
-            max: d.last().map_or(0.0, |&v| ms(v)),
+            max: self.delays_us.keys().next_back().map_or(0.0, |&v| ms(v)),
         };
         let span_us = match (self.first_sent, self.last_at) {
             (Some(a), Some(b)) => b.as_micros().saturating_sub(a.as_micros()),
@@ -503,7 +522,7 @@ mod tests {
                 "{recording:?} seed {seed} {at}"
             );
         };
-        let mut deliver =
+        let deliver =
             |d: &Delivery, stats: &mut LinkStats, reference: &mut reference::LinkStats| {
                 stats.record_delivery(d);
                 reference.record_delivery(d);
