@@ -1,7 +1,7 @@
 //! Realised statistics of a link direction, to be reported next to the
 //! configured values.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, VecDeque};
 
 use serde::Serialize;
 use streamlab::time::SimTime;
@@ -15,10 +15,38 @@ use crate::error::ConfigErrors;
 /// direction. Verdicts must be recorded in send order (loss bursts are runs
 /// of consecutive packets in that order).
 ///
-/// Delay percentiles are exact: delivered copies' delays are counted per
-/// distinct value (whole µs), so that histogram grows with the range of
-/// delays, not with the number of copies; percentile `q` is the nearest-rank
-/// value, the `ceil(q·n)`-th smallest of the `n` delays.
+/// The report is exact: delay percentiles are nearest-rank (`q` is the
+/// `ceil(q·n)`-th smallest of the `n` delays) over every delivered copy, and
+/// the reorder rate looks at every copy, as if everything had been kept and
+/// sorted at the end. It relies on what a [`LinkDirection`] guarantees:
+/// verdicts come in send order (`sent_at` never decreases), a copy is due no
+/// earlier than it was sent, a (packet, copy) leaves the link once, and a
+/// recorded delivery is a copy a recorded verdict planned (or a copy of a
+/// packet sent no earlier than the latest recorded verdict).
+///
+/// # Memory
+///
+/// Flat in the length of the stream. Besides counters it keeps:
+/// - one entry per distinct delay of delivered copies (whole µs): at most
+///   the span from the smallest to the largest delay in µs, plus one;
+/// - one entry per copy in flight: planned by a verdict and not yet
+///   recorded as delivered (while no delivery has been recorded: due no
+///   earlier than the latest send);
+/// - for the reorder rate, one entry per distinct (send time, packet) among
+///   the copies that have arrived (or, while no delivery has been recorded,
+///   are due before the latest send) and were sent no earlier than the
+///   oldest copy still in flight: about the packets sent within one maximum
+///   delay;
+/// - one entry per distinct loss-burst length and per drop reason.
+///
+/// The bounds on the copies in flight and the reorder state hold when
+/// deliveries are recorded as copies leave the link, as the drive loop of
+/// [`LinkDirection`] does (drain `poll_delivery` before each `send`, drain
+/// everything at the end), or never. A copy whose delivery is recorded late
+/// stays in flight until then and holds back the reorder state of the
+/// copies sent after it; if deliveries start being recorded only after
+/// copies planned without them have left the link, the reorder state grows
+/// with the stream. The report is exact in every case.
 #[derive(Clone, Debug, Default)]
 pub struct LinkStats {
     packets: u64,
@@ -36,12 +64,88 @@ pub struct LinkStats {
     delays_us: BTreeMap<u64, u64>,
     /// Sum of the delays, µs.
     delay_sum_us: u128,
-    /// From verdicts: (at, lane, packet, copy, sent_at) of delivered copies.
-    planned: Vec<(SimTime, u8, PacketId, CopyIndex, SimTime)>,
-    /// From deliveries, in arrival order: (sent_at, packet).
-    arrivals: Vec<(SimTime, PacketId)>,
+    /// The latest send time of a recorded verdict.
+    latest_sent: Option<SimTime>,
+    /// Copies planned as delivered by verdicts and not yet recorded as
+    /// delivered: (sent_at, packet, copy) → count. While no delivery has
+    /// been recorded, only those still in `planned.pending`.
+    in_flight: BTreeMap<(SimTime, PacketId, CopyIndex), u64>,
+    /// The smallest order key of the copies dropped from `in_flight`
+    /// without a recorded delivery (planned before the first one).
+    forgotten: Option<OrderKey>,
+    /// Arrival order while no delivery has been recorded: the verdicts'
+    /// planned times.
+    planned: PlannedOrder,
+    /// Arrival order of the recorded deliveries.
+    arrivals: Overtakes,
     first_sent: Option<SimTime>,
     last_at: Option<SimTime>,
+}
+
+/// What reordering compares: a copy overtook if a copy with a smaller key
+/// (of a packet sent earlier, or at the same time with a smaller id) arrives
+/// after it; copies of one packet share a key.
+type OrderKey = (SimTime, PacketId);
+
+/// Counts the overtakers in a sequence of order keys as it grows. The keys
+/// that no later key has undercut yet are kept, with multiplicities, on a
+/// stack in non-decreasing order: a new key pops (and counts as overtakers)
+/// those above it. Keys that no later key can undercut are forgotten.
+#[derive(Clone, Debug, Default)]
+struct Overtakes {
+    open: VecDeque<(OrderKey, u64)>,
+    overtakers: u64,
+    len: u64,
+}
+
+impl Overtakes {
+    /// Appends `count` copies with order key `key`.
+    fn push(&mut self, key: OrderKey, count: u64) {
+        self.len += count;
+        while let Some(&(top, n)) = self.open.back() {
+            if top <= key {
+                break;
+            }
+            self.overtakers += n;
+            self.open.pop_back();
+        }
+        match self.open.back_mut() {
+            Some((top, n)) if *top == key => *n += count,
+            _ => self.open.push_back((key, count)),
+        }
+    }
+
+    /// Forgets the keys at or below `floor`, given that no key below it
+    /// will be pushed: nothing can overtake them any more.
+    fn forget_up_to(&mut self, floor: OrderKey) {
+        while self.open.front().is_some_and(|&(key, _)| key <= floor) {
+            self.open.pop_front();
+        }
+    }
+}
+
+/// The arrival order the verdicts imply: delivered copies sorted by
+/// (at, lane, packet, copy), where lane 0 is netem's reorder path, which
+/// goes ahead of delayed copies due at the same time.
+#[derive(Clone, Debug, Default)]
+struct PlannedOrder {
+    /// Copies not yet in `order`, because a later verdict's copies may still
+    /// come before them: those due no earlier than the latest send.
+    /// (at, lane, packet, copy, sent_at) → count.
+    pending: BTreeMap<(SimTime, u8, PacketId, CopyIndex, SimTime), u64>,
+    /// The copies due before the latest send, in order.
+    order: Overtakes,
+}
+
+/// Removes up to `count` of `key` from a multiset.
+fn take<K: Ord>(set: &mut BTreeMap<K, u64>, key: K, count: u64) {
+    if let std::collections::btree_map::Entry::Occupied(mut e) = set.entry(key) {
+        if *e.get() > count {
+            *e.get_mut() -= count;
+        } else {
+            e.remove();
+        }
+    }
 }
 
 /// Delay percentiles of delivered copies, ms.
@@ -118,6 +222,9 @@ impl LinkStats {
         self.packets += 1;
         self.copies += v.copies.len() as u64;
         self.first_sent = Some(self.first_sent.map_or(v.sent_at, |t| t.min(v.sent_at)));
+        let latest = self.latest_sent.map_or(v.sent_at, |t| t.max(v.sent_at));
+        self.latest_sent = Some(latest);
+        let planning = self.arrivals.len == 0;
         let mut any_delivered = false;
         for (i, c) in v.copies.iter().enumerate() {
             match c {
@@ -137,8 +244,18 @@ impl LinkStats {
                     }
                     self.reordered_by_netem += u64::from(delay.reordered);
                     let lane = if delay.reordered { 0 } else { 1 };
-                    self.planned
-                        .push((*at, lane, v.packet, i as CopyIndex, v.sent_at));
+                    let copy = i as CopyIndex;
+                    *self
+                        .in_flight
+                        .entry((v.sent_at, v.packet, copy))
+                        .or_default() += 1;
+                    if planning {
+                        *self
+                            .planned
+                            .pending
+                            .entry((*at, lane, v.packet, copy, v.sent_at))
+                            .or_default() += 1;
+                    }
                     self.last_at = Some(self.last_at.map_or(*at, |t| t.max(*at)));
                 }
                 CopyFate::Dropped { reason } => {
@@ -152,14 +269,64 @@ impl LinkStats {
             self.lost_packets += 1;
             self.current_burst += 1;
         }
+        if planning {
+            self.release_planned(latest);
+        }
+        self.forget();
+    }
+
+    /// Moves the pending planned copies due before `latest` (the latest
+    /// send) into the planned order: a later verdict's copies are due no
+    /// earlier than their send, so nothing can come before them any more.
+    /// They leave `in_flight` too (no delivery has been recorded, and
+    /// perhaps none ever will be), remembered only by `forgotten`.
+    fn release_planned(&mut self, latest: SimTime) {
+        while let Some(e) = self.planned.pending.first_entry() {
+            let &(at, _, packet, copy, sent) = e.key();
+            if at >= latest {
+                break;
+            }
+            let count = e.remove();
+            self.planned.order.push((sent, packet), count);
+            take(&mut self.in_flight, (sent, packet, copy), count);
+            let key = (sent, packet);
+            self.forgotten = Some(self.forgotten.map_or(key, |f| f.min(key)));
+        }
+    }
+
+    /// Forgets the reorder state no later copy can change: every later copy
+    /// is in flight, forgotten, or of a later verdict (sent no earlier than
+    /// the latest send).
+    fn forget(&mut self) {
+        let Some(latest) = self.latest_sent else {
+            return;
+        };
+        let mut floor = (latest, PacketId(0));
+        if let Some(&(sent, packet, _)) = self.in_flight.keys().next() {
+            floor = floor.min((sent, packet));
+        }
+        if self.arrivals.len == 0 {
+            // The copies still to come in the planned order are pending,
+            // hence in flight, or of later verdicts.
+            self.planned.order.forget_up_to(floor);
+        } else {
+            let floor = self.forgotten.map_or(floor, |f| f.min(floor));
+            self.arrivals.forget_up_to(floor);
+        }
     }
 
     /// Records a copy as it leaves the link. Optional: when deliveries are
     /// recorded, their order (rather than the order implied by the
     /// verdicts' times) defines reordering, and their sizes the throughput.
     pub fn record_delivery(&mut self, d: &Delivery) {
-        self.arrivals.push((d.sent_at, d.packet));
+        if self.arrivals.len == 0 {
+            // From now on the recorded order is the arrival order.
+            self.planned = PlannedOrder::default();
+        }
+        take(&mut self.in_flight, (d.sent_at, d.packet, d.copy), 1);
+        self.arrivals.push((d.sent_at, d.packet), 1);
         self.delivered_bytes += d.bytes.len() as u64;
+        self.forget();
     }
 
     /// The `rank`-th smallest delay (1-based, `1 ≤ rank ≤ delivered`), µs.
@@ -190,26 +357,18 @@ impl LinkStats {
         let n_bursts: u64 = bursts.values().sum();
         let ratio = |a: u64, b: u64| if b == 0 { 0.0 } else { a as f64 / b as f64 };
 
-        // Arrival order: recorded deliveries, else the verdicts' times.
-        let order: Vec<(SimTime, PacketId)> = if self.arrivals.is_empty() {
-            let mut p = self.planned.clone();
-            p.sort_unstable_by_key(|&(at, lane, packet, copy, _)| (at, lane, packet, copy));
-            p.into_iter()
-                .map(|(_, _, packet, _, sent)| (sent, packet))
-                .collect()
-        } else {
-            self.arrivals.clone()
-        };
-        // A copy overtook if some packet sent earlier arrives after it:
-        // compare with the minimum (sent_at, id) of everything after it.
-        let mut overtakers = 0u64;
-        let mut min_after: Option<(SimTime, PacketId)> = None;
-        for &k in order.iter().rev() {
-            if min_after.is_some_and(|m| m < k) {
-                overtakers += 1;
+        // Arrival order: recorded deliveries, else the verdicts' times,
+        // with the pending copies last (on a copy: finish may be called
+        // again, and recording go on).
+        let (overtakers, n_ordered) = if self.arrivals.len == 0 {
+            let mut order = self.planned.order.clone();
+            for (&(_, _, packet, _, sent), &count) in &self.planned.pending {
+                order.push((sent, packet), count);
             }
-            min_after = Some(min_after.map_or(k, |m| m.min(k)));
-        }
+            (order.overtakers, order.len)
+        } else {
+            (self.arrivals.overtakers, self.arrivals.len)
+        };
 
         let ms = |us: u64| us as f64 / 1000.0;
         let n = self.delivered;
@@ -250,7 +409,7 @@ impl LinkStats {
             duplicate_rate: ratio(self.copies - self.packets, self.packets),
             corrupt_rate: ratio(self.corrupted, self.delivered),
             corrupt_caught_by_checksum: self.corrupted_caught,
-            reorder_rate: ratio(overtakers, order.len() as u64),
+            reorder_rate: ratio(overtakers, n_ordered),
             reordered_by_netem: self.reordered_by_netem,
             delay_ms,
             delivered_bytes: self.delivered_bytes,
@@ -502,7 +661,7 @@ mod tests {
     ];
 
     /// Drives a link with random traffic (random gaps, often zero, and
-    /// sizes), feeding the same verdicts and deliveries to both accumulators
+    /// sizes; packet ids in send order for even seeds, scrambled for odd), feeding the same verdicts and deliveries to both accumulators
     /// and comparing their reports at random points and at the end.
     fn drive(
         config: &str,
@@ -529,9 +688,14 @@ mod tests {
             };
         let mut now = 0u64;
         for i in 0..packets {
-            if rng.random_bool(0.7) {
-                now += rng.random_range(0..3000);
-            }
+            // Gaps on a 500 µs grid make copies due exactly when later
+            // packets are sent (a base delay of 0.5 ms does too).
+            now += match rng.random_range(0..10) {
+                0..3 => 0,
+                3..5 => 500,
+                5 => 1000,
+                _ => rng.random_range(0..3000),
+            };
             let t = SimTime::from_micros(now);
             let recording_now = match recording {
                 Recording::Prompt => true,
@@ -545,7 +709,9 @@ mod tests {
                 }
             }
             let size = rng.random_range(0..1400);
-            let v = link.send(t, PacketId(i), vec![0x5a; size]);
+            // Ids need not grow with send order.
+            let id = if seed % 2 == 0 { i } else { i.reverse_bits() };
+            let v = link.send(t, PacketId(id), vec![0x5a; size]);
             stats.record_verdict(&v);
             reference.record_verdict(&v);
             if rng.random_bool(0.001) {
