@@ -30,10 +30,11 @@
 //!   little-endian byte order, ordered maps only).
 //! - **Streamed, always valid.** Headers are written by [`CaptureWriter::new`];
 //!   after that every block is encoded in memory and handed to the writer
-//!   with a single `write_all`, and the writer is flushed at the end of each
-//!   [`TraceSink::record`] call. The file on disk is a valid capture at every
-//!   point between records, whether or not [`TraceSink::finish`] is ever
-//!   called (dropping the writer finishes it, best effort).
+//!   with a single `write_all`, and the writer is flushed at the first record
+//!   of each simulated instant. The file on disk is a valid capture at every
+//!   instant boundary, whether or not [`TraceSink::finish`] is ever called
+//!   (dropping the writer finishes it, best effort); a process killed
+//!   outright loses at most the records of its last instant.
 //!
 //! # Holding outbound records until their copies' outcomes are known
 //!
@@ -252,6 +253,8 @@ pub struct CaptureWriter<W: Write> {
     /// pcapng block encoder writing into a scratch buffer.
     encoder: PcapNgWriter<Vec<u8>>,
     finished: bool,
+    /// The simulated instant whose records were last flushed.
+    flushed_at: Option<SimTime>,
 }
 
 impl<W: Write> std::fmt::Debug for CaptureWriter<W> {
@@ -313,6 +316,7 @@ impl<W: Write> CaptureWriter<W> {
             max_held: DEFAULT_MAX_HELD,
             encoder,
             finished: false,
+            flushed_at: None,
         };
         match format {
             CaptureFormat::Pcap => {
@@ -851,7 +855,14 @@ impl<W: Write> TraceSink for CaptureWriter<W> {
             _ => {}
         }
         self.pump(false)?;
-        self.flush()
+        // Flush once per simulated instant: the file is a complete capture
+        // at every instant boundary, for one write per instant, not per record.
+        let at = event.at();
+        if self.flushed_at != Some(at) {
+            self.flushed_at = Some(at);
+            self.flush()?;
+        }
+        Ok(())
     }
 
     fn finish(&mut self) -> io::Result<()> {
