@@ -19,6 +19,7 @@ use streamlab::proto::{Initiator, Outcome, Responder};
 use streamlab::seed::{derive_u64, named_rng};
 use streamlab::time::{SimTime, duration_micros};
 use streamlab_impair::{LinkConfig, LinkStatsReport};
+use tracing::Instrument;
 
 use crate::capture::{CaptureFormat, CaptureWriter};
 use crate::inject;
@@ -558,9 +559,12 @@ fn keep_event(ctx: &HostCtx, i: usize, now: SimTime, e: &dyn std::fmt::Debug) {
 }
 
 async fn run_role(ctx: &HostCtx, i: usize, incarnation: u32) -> turmoil::Result {
+    let span = tracing::info_span!("host", name = %ctx.names[i], incarnation);
+    role_main(ctx, i, incarnation).instrument(span).await
+}
+
+async fn role_main(ctx: &HostCtx, i: usize, incarnation: u32) -> turmoil::Result {
     let name = &ctx.names[i];
-    let span = tracing::info_span!("host", name = %name, incarnation);
-    let _enter = span.enter();
     match &ctx.roles[i] {
         Role::Idle => Ok(()),
         Role::Client {
@@ -582,18 +586,7 @@ async fn run_role(ctx: &HostCtx, i: usize, incarnation: u32) -> turmoil::Result 
                     .map_err(|e| format!("host {name}: initiator config: {e}"))?;
             let machine = Rc::new(RefCell::new(machine));
             ctx.records.borrow_mut()[i].machine = HostMachine::Client(machine.clone());
-            let mut driver = Driver::new(Shared(machine), sock);
-            let res = driver.run(|o| {
-                if let Observation::Event(t, e) = o {
-                    keep_event(ctx, i, t, &e);
-                }
-            });
-            let res = res.await;
-            let mut recs = ctx.records.borrow_mut();
-            if let Err(e) = res {
-                recs[i].driver_error = Some(e.to_string());
-            }
-            recs[i].finished = true;
+            drive(ctx, i, machine, sock).await;
             Ok(())
         }
         Role::Server { port, config } => {
@@ -602,19 +595,28 @@ async fn run_role(ctx: &HostCtx, i: usize, incarnation: u32) -> turmoil::Result 
                 .map_err(|e| format!("host {name}: responder config: {e}"))?;
             let machine = Rc::new(RefCell::new(machine));
             ctx.records.borrow_mut()[i].machine = HostMachine::Server(machine.clone());
-            let mut driver = Driver::new(Shared(machine), sock);
-            let res = driver.run(|o| {
-                if let Observation::Event(t, e) = o {
-                    keep_event(ctx, i, t, &e);
-                }
-            });
-            if let Err(e) = res.await {
-                ctx.records.borrow_mut()[i].driver_error = Some(e.to_string());
-            }
-            ctx.records.borrow_mut()[i].finished = true;
+            drive(ctx, i, machine, sock).await;
             Ok(())
         }
     }
+}
+
+/// Run one host's machine to the end over its socket, keeping its events
+/// and recording how its driver stopped.
+async fn drive<M: Machine>(ctx: &HostCtx, i: usize, machine: Rc<RefCell<M>>, sock: SimSocket) {
+    let mut driver = Driver::new(Shared(machine), sock);
+    let res = driver
+        .run(|o| {
+            if let Observation::Event(t, e) = o {
+                keep_event(ctx, i, t, &e);
+            }
+        })
+        .await;
+    let mut recs = ctx.records.borrow_mut();
+    if let Err(e) = res {
+        recs[i].driver_error = Some(e.to_string());
+    }
+    recs[i].finished = true;
 }
 
 fn collect_hosts(
