@@ -179,6 +179,8 @@ pub(crate) struct Network {
     pub(crate) wake: Rc<Notify>,
     /// Simulated time as of the last step (for code outside any host).
     pub(crate) now: SimTime,
+    /// The run is over: sockets are closing because the simulation ends.
+    pub(crate) ended: bool,
     recorder: Recorder,
     pub(crate) violations: Vec<SimViolation>,
 }
@@ -206,6 +208,7 @@ impl Network {
             bound: BTreeSet::new(),
             wake: Rc::new(Notify::new()),
             now: SimTime::ZERO,
+            ended: false,
             recorder,
             violations: Vec::new(),
         }
@@ -283,11 +286,39 @@ impl Network {
         if !up {
             let ip = self.hosts[host].ip;
             self.bound.retain(|a| *a.ip() != ip);
+            // Copies still in turmoil's one-tick hop towards the host die
+            // with it (turmoil drops them silently): record them here.
+            let name = self.hosts[host].name.clone();
+            self.lose_in_flight(
+                |f| *f.dst.ip() == ip,
+                &format!("host {name} crashed with the copy in flight"),
+            );
+        }
+    }
+
+    /// Record as lost, and forget, every in-flight copy `which` selects.
+    fn lose_in_flight(&mut self, which: impl Fn(&InFlight) -> bool, cause: &str) {
+        let now = self.now;
+        let doomed: Vec<(PacketId, CopyIndex)> = self
+            .in_flight
+            .iter()
+            .filter(|(_, f)| which(f))
+            .map(|(k, _)| *k)
+            .collect();
+        for (packet, copy) in doomed {
+            self.in_flight.remove(&(packet, copy));
+            self.record(&TraceEvent::Lost {
+                at: now,
+                packet,
+                copy,
+                cause: cause.to_string(),
+            });
         }
     }
 
     /// Copies that never reached a socket by the end of the run.
     pub(crate) fn finish(&mut self) {
+        self.ended = true;
         let now = self.now;
         let pending = std::mem::take(&mut self.in_flight);
         for ((packet, copy), f) in pending {
@@ -727,14 +758,26 @@ impl Drop for SimSocket {
         };
         if self.receives {
             net.bound.remove(&self.local);
+            // Copies in turmoil's one-tick hop to this socket will find no
+            // socket there (turmoil drops them silently): record them here.
+            let local = self.local;
+            net.lose_in_flight(
+                |f| f.dst == local,
+                &format!("receiving socket {local} closed with the copy in flight"),
+            );
         }
         let now = net.now;
         let line = std::mem::take(&mut *self.delay_line.borrow_mut());
-        for ((_, packet, copy), _) in line {
-            let cause = format!(
+        let cause = if net.ended {
+            format!("waiting in {}'s delay line when the run ended", self.local)
+        } else {
+            format!(
                 "receiving socket {} closed (host stopped or crashed)",
                 self.local
-            );
+            )
+        };
+        for ((_, packet, copy), _) in line {
+            let cause = cause.clone();
             net.record(&TraceEvent::Lost {
                 at: now,
                 packet,

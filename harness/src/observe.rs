@@ -11,9 +11,10 @@ use sha2::{Digest, Sha256};
 use streamlab::time::SimTime;
 
 use crate::scenario::{CountPoint, FrameCount, FrameKind};
-use crate::trace::TraceEvent;
+use streamlab::wire::Frame;
 
-const START_CONFIRM: u8 = 3;
+use crate::trace::{Origin, TraceEvent};
+
 const START_ACK: u8 = 2;
 const DATA: u8 = 16;
 const FLAG_IMMEDIATE: u16 = 0x0002;
@@ -40,6 +41,8 @@ pub struct Violation {
 
 #[derive(Debug, Default)]
 struct TupleState {
+    /// Streams the responder sent a START_ACK for.
+    acked: BTreeSet<u64>,
     confirmed: BTreeSet<u64>,
     immediate: BTreeSet<u64>,
     validated: bool,
@@ -91,7 +94,15 @@ impl Observer {
     /// A client host bound `addr` and streams from `server`.
     pub(crate) fn register_client(&mut self, host: &str, addr: SocketAddrV4, server: SocketAddrV4) {
         self.clients.insert(addr, (host.to_string(), server));
-        self.handshakes.entry(host.to_string()).or_default();
+        // A restarted client starts a new handshake.
+        self.handshakes
+            .insert(host.to_string(), Handshake::default());
+    }
+
+    /// The host at `ip` crashed: its responder's sessions are gone, so the
+    /// invariants start afresh for its tuples when it comes back.
+    pub(crate) fn forget_host(&mut self, ip: Ipv4Addr) {
+        self.tuples.retain(|(server, _), _| *server.ip() != ip);
     }
 
     fn name(&self, a: &SocketAddrV4) -> String {
@@ -130,10 +141,18 @@ impl Observer {
         e.encode_for_hash(&mut |b| hasher.update(b));
         match e {
             TraceEvent::Sent {
-                src, dst, bytes, ..
+                src,
+                dst,
+                bytes,
+                origin,
+                ..
             } => {
                 self.count(CountPoint::Sent, src, dst, bytes);
-                self.on_sent(*src, *dst, bytes);
+                // Only what the responder itself sent can break its rules:
+                // scenario injections and rule-made copies that claim its
+                // tuple are the scenario's doing.
+                let by_app = matches!(origin, Origin::Application);
+                self.on_sent(*src, *dst, bytes, by_app);
             }
             TraceEvent::Arrived {
                 src,
@@ -183,7 +202,7 @@ impl Observer {
         }
     }
 
-    fn on_sent(&mut self, src: SocketAddrV4, dst: SocketAddrV4, bytes: &[u8]) {
+    fn on_sent(&mut self, src: SocketAddrV4, dst: SocketAddrV4, bytes: &[u8], by_app: bool) {
         let ty = bytes.first().copied();
         let sid = stream_id(bytes);
         // Handshake sequence of a client: control frames either way between
@@ -203,15 +222,18 @@ impl Observer {
                 }
             }
         }
-        if !self.servers.contains(&src) {
+        if !by_app || !self.servers.contains(&src) {
             return;
         }
         let pos = self.position();
         let peer_name = self.name(&dst);
         let t = self.tuples.entry((src, dst)).or_default();
-        if ty == Some(START_ACK) && flags(bytes) & FLAG_IMMEDIATE != 0 {
+        if ty == Some(START_ACK) {
             if let Some(sid) = sid {
-                t.immediate.insert(sid);
+                t.acked.insert(sid);
+                if flags(bytes) & FLAG_IMMEDIATE != 0 {
+                    t.immediate.insert(sid);
+                }
             }
         }
         if ty == Some(DATA) {
@@ -262,9 +284,11 @@ impl Observer {
         }
         let t = self.tuples.entry((dst, src)).or_default();
         t.received += bytes.len() as u64;
-        if bytes.first() == Some(&START_CONFIRM) && bytes.get(1) == Some(&1) {
-            if let Some(sid) = stream_id(bytes) {
-                t.confirmed.insert(sid);
+        // A START_CONFIRM confirms only if it is well-formed and names a
+        // stream the responder acknowledged to this tuple.
+        if let Ok(Frame::StartConfirm(c)) = streamlab::wire::parse(bytes) {
+            if t.acked.contains(&c.stream_id) {
+                t.confirmed.insert(c.stream_id);
                 t.validated = true;
             }
         }
@@ -293,4 +317,185 @@ pub fn error_code_name(code: u16) -> Option<&'static str> {
         8 => "ABORTED",
         _ => return None,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::net::Ipv4Addr;
+    use streamlab_impair::{CopyFate, DelayBreakdown, PacketId, Verdict};
+
+    const SERVER: SocketAddrV4 = SocketAddrV4::new(Ipv4Addr::new(192, 168, 0, 1), 4444);
+    const CLIENT: SocketAddrV4 = SocketAddrV4::new(Ipv4Addr::new(192, 168, 0, 2), 49152);
+
+    fn control(ty: u8, flags: u16, sid: u64, len: usize) -> Vec<u8> {
+        let mut b = vec![ty, 1];
+        b.extend_from_slice(&flags.to_be_bytes());
+        b.extend_from_slice(&sid.to_be_bytes());
+        let ext = len.saturating_sub(14);
+        b.extend_from_slice(&(ext as u16).to_be_bytes());
+        if ext >= 4 {
+            b.extend_from_slice(&[0, 1]);
+            b.extend_from_slice(&((ext - 4) as u16).to_be_bytes());
+        }
+        b.resize(len.max(14), 0);
+        b
+    }
+
+    fn data(sid: u64, seq: u32) -> Vec<u8> {
+        let mut b = vec![16, 1, 0, 0];
+        b.extend_from_slice(&sid.to_be_bytes());
+        b.extend_from_slice(&seq.to_be_bytes());
+        b.extend_from_slice(&[0, 0, 0, 1]);
+        b.extend_from_slice(&0u64.to_be_bytes());
+        b.push(0);
+        b
+    }
+
+    struct Run {
+        o: Observer,
+        next: u64,
+        t: u64,
+    }
+
+    impl Run {
+        fn new() -> Self {
+            let names = [
+                (*SERVER.ip(), "server".to_string()),
+                (*CLIENT.ip(), "client".to_string()),
+            ]
+            .into();
+            let mut o = Observer::new(names, [SERVER].into(), &[]);
+            o.register_client("client", CLIENT, SERVER);
+            Run { o, next: 1, t: 0 }
+        }
+
+        /// `src` sends `bytes` to `dst` (by the application), and it arrives.
+        fn send(&mut self, src: SocketAddrV4, dst: SocketAddrV4, bytes: Vec<u8>) {
+            self.t += 1000;
+            let packet = PacketId(self.next);
+            self.next += 1;
+            let at = SimTime::from_micros(self.t);
+            let verdict = Verdict {
+                packet,
+                sent_at: at,
+                copies: vec![CopyFate::Delivered {
+                    at,
+                    delay: DelayBreakdown::default(),
+                    corruption: None,
+                }],
+            };
+            let sent = TraceEvent::Sent {
+                at,
+                packet,
+                src,
+                dst,
+                bytes: bytes.clone(),
+                origin: Origin::Application,
+                notes: Vec::new(),
+                verdict,
+            };
+            self.o.observe(&sent);
+            self.o.observe(&TraceEvent::Arrived {
+                at,
+                packet,
+                copy: 0,
+                src,
+                dst,
+                bytes,
+                corruption: None,
+                delivered_to_app: true,
+            });
+        }
+
+        fn rules(&self) -> Vec<&'static str> {
+            self.o.violations.iter().map(|v| v.rule).collect()
+        }
+    }
+
+    #[test]
+    fn a_correct_handshake_breaks_nothing_and_records_the_sequence() {
+        let mut r = Run::new();
+        r.send(CLIENT, SERVER, control(1, 1, 7, 64));
+        r.send(SERVER, CLIENT, control(2, 1, 7, 14));
+        r.send(CLIENT, SERVER, control(3, 0, 7, 14));
+        r.send(SERVER, CLIENT, data(7, 1));
+        assert!(r.rules().is_empty(), "{:?}", r.o.violations);
+        assert_eq!(
+            r.o.handshakes["client"].frames,
+            [
+                FrameKind::Start,
+                FrameKind::StartAck,
+                FrameKind::StartConfirm
+            ]
+        );
+        assert!(r.o.handshakes["client"].done);
+    }
+
+    #[test]
+    fn a_responder_streaming_before_start_confirm_is_named() {
+        let mut r = Run::new();
+        r.send(CLIENT, SERVER, control(1, 1, 7, 64));
+        r.send(SERVER, CLIENT, control(2, 1, 7, 14));
+        r.send(SERVER, CLIENT, data(7, 1));
+        assert_eq!(r.rules(), ["no_data_before_start_confirm"]);
+        let v = &r.o.violations[0];
+        assert!(
+            v.message
+                .contains("sent DATA (stream 0x0000000000000007, sequence 1)"),
+            "{}",
+            v.message
+        );
+        assert_eq!(v.position.event, 4, "the DATA's Sent event");
+    }
+
+    #[test]
+    fn immediate_granted_permits_early_data() {
+        let mut r = Run::new();
+        r.send(CLIENT, SERVER, control(1, 3, 7, 64));
+        r.send(SERVER, CLIENT, control(2, 3, 7, 14));
+        r.send(SERVER, CLIENT, data(7, 1));
+        assert!(r.rules().is_empty(), "{:?}", r.o.violations);
+    }
+
+    #[test]
+    fn a_start_confirm_for_an_unacknowledged_stream_confirms_nothing() {
+        let mut r = Run::new();
+        r.send(CLIENT, SERVER, control(1, 1, 7, 64));
+        r.send(SERVER, CLIENT, control(2, 1, 7, 14));
+        // A confirm for another stream, then a malformed one for ours.
+        r.send(CLIENT, SERVER, control(3, 0, 8, 14));
+        let mut bad = control(3, 0, 7, 14);
+        bad.truncate(13);
+        r.send(CLIENT, SERVER, bad);
+        r.send(SERVER, CLIENT, data(7, 1));
+        assert_eq!(r.rules(), ["no_data_before_start_confirm"]);
+    }
+
+    #[test]
+    fn amplification_is_caught_and_a_crash_starts_afresh() {
+        let mut r = Run::new();
+        r.send(CLIENT, SERVER, control(1, 1, 7, 20));
+        r.send(SERVER, CLIENT, control(2, 1, 7, 14));
+        r.send(SERVER, CLIENT, control(2, 1, 7, 14));
+        assert_eq!(r.rules(), ["no_amplification_before_start_confirm"]);
+        assert!(
+            r.o.violations[0].message.contains("has sent 28 bytes")
+                && r.o.violations[0].message.contains("received only 20")
+        );
+        // After the server host crashes, a new session with the same tuple
+        // is judged on its own: a confirmed stream sends freely.
+        r.o.forget_host(*SERVER.ip());
+        r.send(CLIENT, SERVER, control(1, 1, 9, 64));
+        r.send(SERVER, CLIENT, control(2, 1, 9, 14));
+        r.send(CLIENT, SERVER, control(3, 0, 9, 14));
+        for seq in 1..=3 {
+            r.send(SERVER, CLIENT, data(9, seq));
+        }
+        assert_eq!(
+            r.rules(),
+            ["no_amplification_before_start_confirm"],
+            "nothing new"
+        );
+    }
 }

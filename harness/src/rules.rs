@@ -115,13 +115,18 @@ impl RuleSet {
                     format!("truncated {old} → {} bytes", b.len())
                 }
                 RuleAction::Overwrite(o) => {
-                    let end = o.offset + c.overwrite.len();
+                    // Validation bounds offset + len to 65507; stay safe anyway.
+                    let end = o.offset.saturating_add(c.overwrite.len()).min(65_507);
+                    let n = end.saturating_sub(o.offset);
                     if b.len() < end {
                         b.resize(end, 0);
                     }
                     let old =
                         hex::encode(data.get(o.offset..end.min(data.len())).unwrap_or_default());
-                    b[o.offset..end].copy_from_slice(&c.overwrite);
+                    if let (Some(dst), Some(src)) = (b.get_mut(o.offset..end), c.overwrite.get(..n))
+                    {
+                        dst.copy_from_slice(src);
+                    }
                     format!(
                         "overwrote bytes {}..{end}: {old} → {}",
                         o.offset,

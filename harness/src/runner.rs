@@ -329,7 +329,7 @@ pub fn run(loaded: &Loaded, opts: &RunOptions) -> RunOutput {
         {
             next_timeline += 1;
             for action in t.actions() {
-                apply(&mut sim, &net, loaded, &action);
+                apply(&mut sim, &net, &observer, loaded, &action);
             }
         }
         if let Err(e) = sim.step() {
@@ -459,6 +459,7 @@ fn open_capture(
 fn apply(
     sim: &mut turmoil::Sim<'_>,
     net: &Rc<RefCell<Network>>,
+    observer: &Rc<RefCell<Observer>>,
     loaded: &Loaded,
     action: &Action<'_>,
 ) {
@@ -496,6 +497,7 @@ fn apply(
         Action::Crash(h) => {
             if let Some(i) = idx(&h.host) {
                 net.borrow_mut().set_host_up(i, false);
+                observer.borrow_mut().forget_host(net.borrow().hosts[i].ip);
                 sim.crash(h.host.as_str());
             }
         }
@@ -548,7 +550,10 @@ async fn host_main(ctx: Rc<HostCtx>, i: usize) -> turmoil::Result {
     Ok(())
 }
 
-fn keep_event(ctx: &HostCtx, i: usize, now: SimTime, e: &dyn std::fmt::Debug) {
+/// Keep a protocol event for the report, stamped with simulated time (the
+/// machine's own clock starts when its driver does).
+fn keep_event(ctx: &HostCtx, i: usize, e: &dyn std::fmt::Debug) {
+    let now = sim_now();
     let mut recs = ctx.records.borrow_mut();
     let r = &mut recs[i];
     if r.events.len() < EVENTS_KEPT {
@@ -607,8 +612,8 @@ async fn drive<M: Machine>(ctx: &HostCtx, i: usize, machine: Rc<RefCell<M>>, soc
     let mut driver = Driver::new(Shared(machine), sock);
     let res = driver
         .run(|o| {
-            if let Observation::Event(t, e) = o {
-                keep_event(ctx, i, t, &e);
+            if let Observation::Event(_, e) = o {
+                keep_event(ctx, i, &e);
             }
         })
         .await;

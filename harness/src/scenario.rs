@@ -923,6 +923,12 @@ fn validate(s: &Scenario) -> Result<Vec<Role>, Vec<ScenarioError>> {
                         format!("{} is not before duration_ms {}", c.start_ms, s.duration_ms),
                     ));
                 }
+                if c.port == 0 {
+                    errs.push(ScenarioError::at(
+                        format!("{p}.client.port"),
+                        "port 0 cannot be sent to",
+                    ));
+                }
                 let cp = format!("{p}.client.config");
                 match typed_config::<InitiatorConfig>(merge(&s.stream.as_map(), &c.config), &cp) {
                     Ok(config) => {
@@ -943,6 +949,12 @@ fn validate(s: &Scenario) -> Result<Vec<Role>, Vec<ScenarioError>> {
                 }
             }
             (None, Some(sv)) => {
+                if sv.port == 0 {
+                    errs.push(ScenarioError::at(
+                        format!("{p}.server.port"),
+                        "give the port to listen on (port 0 would pick an ephemeral one)",
+                    ));
+                }
                 let cp = format!("{p}.server.config");
                 match typed_config::<ResponderConfig>(merge(&s.stream.as_map(), &sv.config), &cp) {
                     Ok(config) => {
@@ -1010,12 +1022,16 @@ fn validate(s: &Scenario) -> Result<Vec<Role>, Vec<ScenarioError>> {
         }
     }
     let mut last_at = 0;
+    let mut down = std::collections::BTreeSet::new();
     for (i, t) in s.timeline.iter().enumerate() {
         let p = format!("$.timeline[{i}]");
-        if t.at_ms > s.duration_ms {
+        if t.at_ms >= s.duration_ms {
             errs.push(ScenarioError::at(
                 format!("{p}.at_ms"),
-                format!("{} is after duration_ms {}", t.at_ms, s.duration_ms),
+                format!(
+                    "{} is not before duration_ms {}: it would never apply",
+                    t.at_ms, s.duration_ms
+                ),
             ));
         }
         if t.at_ms < last_at {
@@ -1058,12 +1074,35 @@ fn validate(s: &Scenario) -> Result<Vec<Role>, Vec<ScenarioError>> {
                     }
                 }
                 Action::Crash(x) | Action::Restart(x) => {
-                    let key = if matches!(a, Action::Crash(_)) {
-                        "crash"
-                    } else {
-                        "restart"
-                    };
-                    host(&x.host, format!("{p}.{key}.host"), &mut errs);
+                    let crash = matches!(a, Action::Crash(_));
+                    let key = if crash { "crash" } else { "restart" };
+                    if let Some(h) = host(&x.host, format!("{p}.{key}.host"), &mut errs) {
+                        // A host is up until crashed and down until restarted.
+                        let was_down = !down.insert(h);
+                        match (crash, was_down) {
+                            (true, true) => errs.push(ScenarioError::at(
+                                format!("{p}.crash.host"),
+                                format!(
+                                    "host {:?} is already down (crashed earlier and not restarted)",
+                                    x.host
+                                ),
+                            )),
+                            (false, false) => {
+                                down.remove(&h);
+                                errs.push(ScenarioError::at(
+                                    format!("{p}.restart.host"),
+                                    format!(
+                                        "host {:?} is not down: restart follows a crash",
+                                        x.host
+                                    ),
+                                ));
+                            }
+                            (false, true) => {
+                                down.remove(&h);
+                            }
+                            (true, false) => {}
+                        }
+                    }
                 }
             }
         }
@@ -1096,10 +1135,12 @@ fn validate(s: &Scenario) -> Result<Vec<Role>, Vec<ScenarioError>> {
                     format!("{p}.action.overwrite.hex"),
                     "no bytes",
                 )),
-                Ok(b) if o.offset + b.len() > 65_507 => errs.push(ScenarioError::at(
-                    format!("{p}.action.overwrite"),
-                    "writes past the largest UDP datagram (65507 bytes)",
-                )),
+                Ok(b) if o.offset.checked_add(b.len()).is_none_or(|end| end > 65_507) => {
+                    errs.push(ScenarioError::at(
+                        format!("{p}.action.overwrite"),
+                        "writes past the largest UDP datagram (65507 bytes)",
+                    ))
+                }
                 Ok(_) => {}
                 Err(e) => errs.push(ScenarioError::at(format!("{p}.action.overwrite.hex"), e)),
             }
@@ -1117,10 +1158,19 @@ fn validate(s: &Scenario) -> Result<Vec<Role>, Vec<ScenarioError>> {
         let p = format!("$.inject.datagrams[{i}]");
         host(&d.from, format!("{p}.from"), &mut errs);
         host(&d.to, format!("{p}.to"), &mut errs);
-        if d.at_ms > s.duration_ms {
+        if d.at_ms >= s.duration_ms {
             errs.push(ScenarioError::at(
                 format!("{p}.at_ms"),
-                format!("{} is after duration_ms {}", d.at_ms, s.duration_ms),
+                format!(
+                    "{} is not before duration_ms {}: it would never be sent",
+                    d.at_ms, s.duration_ms
+                ),
+            ));
+        }
+        if d.to_port == 0 || d.from_port == Some(0) {
+            errs.push(ScenarioError::at(
+                p.clone(),
+                "UDP port 0 cannot be sent to or from",
             ));
         }
         match (&d.hex, &d.frame) {
@@ -1152,16 +1202,32 @@ fn validate(s: &Scenario) -> Result<Vec<Role>, Vec<ScenarioError>> {
             )),
         }
         if let Some(f) = &d.flood {
-            if f.count == 0 || f.count > 100_000 {
+            // The simulator's cost per datagram grows with what is queued in
+            // one tick, so floods are bounded to keep a run's time sane.
+            if f.count == 0 || f.count > 10_000 {
                 errs.push(ScenarioError::at(
                     format!("{p}.flood.count"),
-                    format!("{}: give 1 to 100000", f.count),
+                    format!("{}: give 1 to 10000", f.count),
                 ));
             }
-            if f.sources == 0 || f.sources > 20_000 {
+            let base = u32::from(d.from_port.unwrap_or(crate::inject::INJECT_BASE_PORT));
+            if f.sources == 0 || base + f.sources - 1 > 65_535 {
                 errs.push(ScenarioError::at(
                     format!("{p}.flood.sources"),
-                    format!("{}: give 1 to 20000", f.sources),
+                    format!(
+                        "{}: the source ports from {base} must stay within 65535 (give 1 to {})",
+                        f.sources,
+                        65_536 - base
+                    ),
+                ));
+            }
+            if f.interval_us != 0 && f.interval_us < 1000 {
+                errs.push(ScenarioError::at(
+                    format!("{p}.flood.interval_us"),
+                    format!(
+                        "{}: the simulator paces in whole 1 ms ticks; give 0 (all at once) or at least 1000",
+                        f.interval_us
+                    ),
                 ));
             }
         }

@@ -158,6 +158,37 @@ fn malformed_scenarios_exit_2_with_json_paths_never_panic() {
         ("bad_hex.json", GOOD.replace("\"expect\"", "\"inject\": {\"datagrams\": [{\"at_ms\": 1, \"from\": \"client\", \"to\": \"server\", \"hex\": \"0g\"}]}, \"expect\""), "$.inject.datagrams[0].hex"),
         ("stat_on_server.json", GOOD.replace("\"client\": { \"outcome\"", "\"server\": { \"outcome\""), "$.expect.hosts.server"),
         ("empty.json", String::new(), "empty.json"),
+        (
+            "overflow.json",
+            GOOD.replace("\"expect\"", "\"inject\": {\"rules\": [{\"from\": \"server\", \"to\": \"client\", \"action\": {\"overwrite\": {\"offset\": 18446744073709551615, \"hex\": \"00\"}}}]}, \"expect\""),
+            "$.inject.rules[0].action.overwrite: writes past the largest UDP datagram",
+        ),
+        ("port0.json", GOOD.replace("\"server\": {}", "\"server\": { \"port\": 0 }"), "$.hosts[0].server.port"),
+        (
+            "restart_up.json",
+            GOOD.replace("\"expect\"", "\"timeline\": [{\"at_ms\": 5, \"restart\": {\"host\": \"server\"}}], \"expect\""),
+            "$.timeline[0].restart.host: host \"server\" is not down",
+        ),
+        (
+            "crash_twice.json",
+            GOOD.replace("\"expect\"", "\"timeline\": [{\"at_ms\": 5, \"crash\": {\"host\": \"server\"}}, {\"at_ms\": 6, \"crash\": {\"host\": \"server\"}}], \"expect\""),
+            "$.timeline[1].crash.host: host \"server\" is already down",
+        ),
+        (
+            "at_end.json",
+            GOOD.replace("\"expect\"", "\"timeline\": [{\"at_ms\": 6000, \"crash\": {\"host\": \"server\"}}], \"expect\""),
+            "$.timeline[0].at_ms: 6000 is not before duration_ms 6000",
+        ),
+        (
+            "flood_wrap.json",
+            GOOD.replace("\"expect\"", "\"inject\": {\"datagrams\": [{\"at_ms\": 1, \"from\": \"client\", \"to\": \"server\", \"from_port\": 65535, \"hex\": \"01\", \"flood\": {\"count\": 3, \"sources\": 3}}]}, \"expect\""),
+            "$.inject.datagrams[0].flood.sources",
+        ),
+        (
+            "flood_sub_ms.json",
+            GOOD.replace("\"expect\"", "\"inject\": {\"datagrams\": [{\"at_ms\": 1, \"from\": \"client\", \"to\": \"server\", \"hex\": \"01\", \"flood\": {\"count\": 3, \"interval_us\": 100}}]}, \"expect\""),
+            "$.inject.datagrams[0].flood.interval_us",
+        ),
         ("array.json", "[]".to_string(), "invalid type"),
     ];
     for (file, body, needle) in cases {

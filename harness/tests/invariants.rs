@@ -1,6 +1,6 @@
-//! The always-on invariants fail a run, with a message naming the broken
-//! rule, when the responder's tuple misbehaves — even when the scenario
-//! expects nothing about it.
+//! The always-on invariants, end to end: they are evaluated in every run,
+//! a stall fails a run naming the stuck state, and traffic the scenario
+//! forges is not blamed on the protocol.
 
 use streamlab_harness::report::{RunReport, Verdict};
 use streamlab_harness::runner::{RunOptions, run};
@@ -25,51 +25,26 @@ fn failed<'a>(r: &'a RunReport, check: &str) -> &'a streamlab_harness::checks::C
         })
 }
 
-/// DATA leaving the server's listening tuple (192.168.0.1:4444) towards the
-/// client's socket (the first ephemeral port, 49152) before any handshake:
-/// exactly what a responder that streams before START_CONFIRM does.
+/// DATA claiming the server's listening tuple (192.168.0.1:4444) towards the
+/// client's socket, injected by the scenario before any handshake: that is
+/// the scenario forging traffic, not the responder misbehaving, so the
+/// responder invariants hold (the observer's own tests show they fire on
+/// the responder's sends). The client ignores the stray DATA and completes.
 #[test]
-fn data_before_start_confirm_is_caught_and_named() {
+fn spoofed_data_from_the_server_tuple_is_not_blamed_on_the_responder() {
     let r = run_text(
         r#"{
-      "name": "rogue_data",
+      "name": "spoofed_data",
       "seed": 1,
       "duration_ms": 6000,
       "stream": { "bits_per_second": 200000, "frame_rate": 10, "stream_length_s": 1 },
-      "hosts": [ { "name": "server", "server": {} }, { "name": "client", "client": { "target": "server", "start_ms": 100 } } ],
+      "hosts": [ { "name": "server", "server": {} }, { "name": "client", "client": { "target": "server", "start_ms": 5 } } ],
       "inject": { "datagrams": [ { "at_ms": 10, "from": "server", "from_port": 4444, "to": "client", "to_port": 49152,
-                                   "frame": { "type": "DATA", "stream_id": 42, "sequence": 1 } } ] }
+                                   "frame": { "type": "DATA", "stream_id": 42, "sequence": 1 } } ] },
+      "expect": { "hosts": { "client": { "outcome": "completed", "stats": { "frames_completed": { "eq": 10 } } } } }
     }"#,
     );
-    assert_eq!(r.verdict, Verdict::Fail);
-    let c = failed(&r, "invariant.no_data_before_start_confirm");
-    assert!(
-        c.observed
-            .contains("sent DATA (stream 0x000000000000002a, sequence 1)"),
-        "{}",
-        c.observed
-    );
-    assert!(
-        c.observed.contains("before any START_CONFIRM"),
-        "{}",
-        c.observed
-    );
-    let pos = c.position.expect("trace position");
-    assert!(pos.at_us >= 10_000, "{pos:?}");
-    let text = r.failure_text();
-    assert!(
-        text.contains("invariant.no_data_before_start_confirm")
-            && text.contains("seed 1")
-            && text.contains("at trace event"),
-        "{text}"
-    );
-    // The same 29 bytes also exceed what the tuple had sent the responder.
-    let a = failed(&r, "invariant.no_amplification_before_start_confirm");
-    assert!(
-        a.observed.contains("has sent 29 bytes") && a.observed.contains("received only 0"),
-        "{}",
-        a.observed
-    );
+    assert_eq!(r.verdict, Verdict::Pass, "{}", r.failure_text());
 }
 
 /// A run that cannot finish within `duration_ms` fails `no_stall`, naming the
