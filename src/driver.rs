@@ -144,12 +144,22 @@ impl<M: Machine, S: DatagramSocket> Driver<M, S> {
         mut observe: impl FnMut(Observation<'_, M>),
     ) -> Result<(), DriverError> {
         let mut next_status = self.status_every.map(|every| self.start + every);
+        let mut fired_without_waiting = false;
         loop {
             let now = self.now();
             self.flush(now, &mut observe).await?;
             if self.machine.is_finished() {
                 return Ok(());
             }
+            // Due timers go first: a socket that always has a datagram ready
+            // (a flood) must not starve pacing and retransmission. Once per
+            // turn, so a timer that stays due still lets the runtime breathe.
+            if !fired_without_waiting && self.machine.poll_timeout().is_some_and(|t| t <= now) {
+                fired_without_waiting = true;
+                self.machine.handle_timeout(now);
+                continue;
+            }
+            fired_without_waiting = false;
             let deadline = self.machine.poll_timeout().map(|t| self.instant_of(t));
             let wake = match (deadline, next_status) {
                 (Some(a), Some(b)) => Some(a.min(b)),
