@@ -734,11 +734,7 @@ fn client_report(run: &ClientRun<'_>, failure: Option<&Failure>, json: bool) -> 
     if json {
         let report = ClientReport {
             role: "client",
-            result: if failure.is_none() {
-                "completed"
-            } else {
-                "failed"
-            },
+            result: result_name(failure.is_none()),
             error: failure.map(|f| f.name.as_str()),
             error_message: failure.map(|f| f.message.as_str()),
             exit_code: exit,
@@ -1035,11 +1031,7 @@ fn server_report(
     if json {
         let report = ServerReport {
             role: "server",
-            result: if failure.is_none() {
-                "completed"
-            } else {
-                "failed"
-            },
+            result: result_name(failure.is_none()),
             error: failure.map(|f| f.name.as_str()),
             error_message: failure.map(|f| f.message.as_str()),
             exit_code: exit,
@@ -1061,6 +1053,11 @@ fn server_report(
         print_json(&report);
     }
     exit
+}
+
+/// The `result` field of a JSON summary.
+fn result_name(ok: bool) -> &'static str {
+    if ok { "completed" } else { "failed" }
 }
 
 #[cfg(test)]

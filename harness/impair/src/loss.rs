@@ -200,23 +200,26 @@ impl LossState {
         }
     }
 
+    /// netem_compat: `q->loss && q->loss >= get_crandom(...)`, on the
+    /// originals' correlation state or, for a duplicate, the copies' own.
+    fn compat_draw(&mut self, thr: u32, copy: bool, rng: &mut ChaCha20Rng) -> Option<LossCause> {
+        if thr == 0 {
+            return None;
+        }
+        let states = self
+            .cor
+            .as_mut()
+            .expect("netem_compat always has a correlation state");
+        let cor = if copy { &mut states.1 } else { &mut states.0 };
+        (thr >= cor.next(rng.next_u32())).then_some(LossCause::NetemCompat)
+    }
+
     /// The loss decision for an original packet: advances the chain exactly
     /// as the kernel does.
     pub(crate) fn decide(&mut self, rng: &mut ChaCha20Rng) -> Option<LossCause> {
         match self.model {
             LossModel::Random { thr } => fires(thr, rng).then_some(LossCause::Random),
-            LossModel::NetemCompat { thr, .. } => {
-                // `q->loss && q->loss >= get_crandom(...)`
-                if thr == 0 {
-                    return None;
-                }
-                let cor = &mut self
-                    .cor
-                    .as_mut()
-                    .expect("netem_compat always has a correlation state")
-                    .0;
-                (thr >= cor.next(rng.next_u32())).then_some(LossCause::NetemCompat)
-            }
+            LossModel::NetemCompat { thr, .. } => self.compat_draw(thr, false, rng),
             LossModel::GilbertElliott {
                 a1,
                 a2,
@@ -254,17 +257,7 @@ impl LossState {
     pub(crate) fn decide_copy(&mut self, rng: &mut ChaCha20Rng) -> Option<LossCause> {
         match self.model {
             LossModel::Random { thr } => fires(thr, rng).then_some(LossCause::Random),
-            LossModel::NetemCompat { thr, .. } => {
-                if thr == 0 {
-                    return None;
-                }
-                let cor = &mut self
-                    .cor
-                    .as_mut()
-                    .expect("netem_compat always has a correlation state")
-                    .1;
-                (thr >= cor.next(rng.next_u32())).then_some(LossCause::NetemCompat)
-            }
+            LossModel::NetemCompat { thr, .. } => self.compat_draw(thr, true, rng),
             LossModel::GilbertElliott { a3, a4, burst, .. } => {
                 let bad = self.state == BAD;
                 let lost = if bad {
