@@ -79,7 +79,7 @@ pub(crate) async fn run_injector(
         return Ok(());
     }
     let start = sim_now();
-    let sock = SimSocket::bind(net.clone(), me, 0, false).await?;
+    let sock = SimSocket::bind(net.clone(), me, 0, false)?;
     let mut order = mine;
     order.sort_by_key(|(i, d)| (d.at_ms, *i));
     for (index, d) in order {
@@ -120,8 +120,7 @@ pub(crate) async fn run_injector(
                     slot.copy_from_slice(&rng.next_u64().to_be_bytes());
                 }
             }
-            sock.send_as(&bytes, src, dst, crate::runner::injected(index))
-                .await?;
+            sock.send_as(&bytes, src, dst, crate::runner::injected(index));
             if gap > 0 && k + 1 < count {
                 tokio::time::sleep(Duration::from_micros(gap)).await;
             }

@@ -7,92 +7,80 @@
 //!    on it, then the direction's impairment engine decides the fate of every
 //!    copy (netem decides everything at enqueue time too). The decision is
 //!    recorded in the trace as a `Sent` event.
-//! 2. Each copy that the link delivers is sent through turmoil's UDP socket,
-//!    prefixed with a small tag (packet id, copy index, claimed source), over
-//!    a turmoil link of fixed one-tick latency.
-//! 3. The receiving [`SimSocket`] keeps it in a delay line until the time the
-//!    engine decided, then checks the path (partitions cut copies in flight;
-//!    held paths keep them), records `Arrived` (or `Lost`), drops it if the
-//!    UDP checksum would catch a corruption, and hands it to the application
-//!    with the claimed source address.
+//! 2. Each copy the link lets through goes onto the *wire*: a queue per
+//!    destination host, ordered by the time the engine decided it is due.
+//! 3. Each running host has a network interface task (see [`nic`]) that
+//!    sleeps until its next copy is due and then decides, *at arrival*,
+//!    what happens to it: a partition that overlapped its flight cuts it; a
+//!    held path keeps it until released; otherwise it goes to the socket
+//!    bound at its destination address (recorded as `Arrived`, or dropped by
+//!    the UDP checksum when a corruption is caught), or is lost because no
+//!    socket is bound there (port unreachable, or socket closed). Copies due
+//!    at a host that is down are lost then, with that cause (the runner
+//!    sweeps them, see [`Network::expire_down_hosts`]).
 //!
 //! Consequences, all deliberate: a crashed sender's copies already on the
-//! wire still arrive; a crashed receiver loses what was waiting for it; a
-//! spoofed source is possible for injected floods; and one-way latency has a
-//! floor of one tick (1 ms), the simulator's resolution. Every random choice
-//! is drawn from the scenario seed through named streams, so the same
+//! wire still arrive; a host that restarts before a copy arrives receives
+//! it if a socket is bound at its destination by then; a spoofed source is
+//! possible for injected floods. A copy is never delivered before it is
+//! due; a copy sent by a host that the simulator steps after the receiver
+//! within the same tick arrives at the receiver's next step (at most one
+//! tick, 1 ms, late; the trace records the real arrival time). Every random
+//! choice is drawn from the scenario seed through named streams, so the same
 //! scenario and seed give the same trace.
+//!
+//! # Accounting
+//!
+//! Every copy a link direction puts on its way ends in exactly one fate:
+//! delivered to an application socket, or dropped with one cause. Per
+//! direction and per configuration window, `sent = delivered + Σ dropped`
+//! (see [`Fates`]).
 
 use std::cell::RefCell;
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::io;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, SocketAddrV4};
-use std::ops::Bound::{Excluded, Unbounded};
 use std::rc::Rc;
 
+use serde::Serialize;
 use streamlab::driver::DatagramSocket;
 use streamlab::time::{SimTime, duration_micros};
 use streamlab_impair::{
-    CopyFate, CopyIndex, DropReason, LinkConfig, LinkDirection, LinkStats, LinkStatsReport,
-    PacketId, Verdict,
+    CopyFate, CopyIndex, Corruption, DropReason, LinkConfig, LinkDirection, LinkStats,
+    LinkStatsReport, PacketId, Verdict,
 };
 use tokio::sync::Notify;
 
 use crate::rules::RuleSet;
-use crate::trace::{Origin, TraceEvent};
+use crate::trace::{NetDrop, Origin, TraceEvent};
 
-/// Bytes of the tag that precedes every datagram inside turmoil.
-const TAG_LEN: usize = 22;
-const TAG_MAGIC: [u8; 4] = *b"SLT1";
+/// The first ephemeral port a host hands out (the IANA dynamic range).
+const EPHEMERAL_FIRST: u16 = 49_152;
 
-/// Everything a datagram needs to be identified at the receiver.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-struct Tag {
-    packet: PacketId,
-    copy: CopyIndex,
-    src: SocketAddrV4,
-}
+/// Datagrams a socket's receive queue holds before arrivals are dropped
+/// (`receive_buffer_full`), like a full `SO_RCVBUF`.
+pub(crate) const RECEIVE_QUEUE_LIMIT: usize = 65_536;
 
-impl Tag {
-    fn encode(&self, out: &mut Vec<u8>) {
-        out.extend_from_slice(&TAG_MAGIC);
-        out.extend_from_slice(&self.packet.0.to_be_bytes());
-        out.extend_from_slice(&self.copy.to_be_bytes());
-        out.extend_from_slice(&self.src.ip().octets());
-        out.extend_from_slice(&self.src.port().to_be_bytes());
-    }
-
-    fn decode(b: &[u8]) -> Option<(Tag, &[u8])> {
-        let (head, rest) = b.split_at_checked(TAG_LEN)?;
-        if head[..4] != TAG_MAGIC {
-            return None;
-        }
-        let packet = PacketId(u64::from_be_bytes(head[4..12].try_into().ok()?));
-        let copy = u32::from_be_bytes(head[12..16].try_into().ok()?);
-        let ip = Ipv4Addr::new(head[16], head[17], head[18], head[19]);
-        let port = u16::from_be_bytes(head[20..22].try_into().ok()?);
-        Some((
-            Tag {
-                packet,
-                copy,
-                src: SocketAddrV4::new(ip, port),
-            },
-            rest,
-        ))
-    }
-}
-
-/// A copy on its way to a receiving socket.
+/// A copy on its way to a host.
 #[derive(Clone, Debug)]
 struct InFlight {
+    packet: PacketId,
+    copy: CopyIndex,
     sent_at: SimTime,
     due: SimTime,
     src_host: usize,
     dst_host: usize,
+    /// The configuration window of its link direction it was sent in.
+    window: usize,
+    /// Claimed source (may be spoofed by injection).
+    src: SocketAddrV4,
     dst: SocketAddrV4,
     bytes: Vec<u8>,
-    corruption: Option<streamlab_impair::Corruption>,
+    corruption: Option<Corruption>,
 }
+
+/// Wire order: due time, then packet and copy (unique).
+type WireKey = (SimTime, PacketId, CopyIndex);
 
 /// A broken rule of the simulation itself (not of the protocol).
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -111,16 +99,76 @@ pub(crate) struct HostState {
     pub(crate) up: bool,
 }
 
+/// The fate of every copy a link direction put on its way:
+/// `sent = delivered + Σ dropped`.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct Fates {
+    /// Datagrams offered to the link direction.
+    pub datagrams: u64,
+    /// Copies on their way: the datagrams plus the engine's duplicates.
+    pub sent: u64,
+    /// Copies handed to an application socket.
+    pub delivered: u64,
+    /// Copies lost, by cause: the engine's (`loss`, `mtu`, `queue_full`),
+    /// the receiver's (`corrupt_checksum`, `receive_buffer_full`), the
+    /// scenario's (`rule`, `no_route`) and the network's (`partition`,
+    /// `host_down`, `port_unreachable`, `socket_closed`, `run_end`).
+    pub dropped: BTreeMap<&'static str, u64>,
+    /// Copies still undecided (0 in a finished run's report).
+    #[serde(skip_serializing_if = "is_zero")]
+    pub in_flight: u64,
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
+}
+
+impl Fates {
+    fn drop(&mut self, cause: &'static str) {
+        *self.dropped.entry(cause).or_default() += 1;
+    }
+
+    /// Fraction of the copies sent that were not delivered.
+    pub fn loss_rate(&self) -> f64 {
+        if self.sent == 0 {
+            0.0
+        } else {
+            self.dropped.values().sum::<u64>() as f64 / self.sent as f64
+        }
+    }
+
+    /// Whether the books balance: every copy sent is delivered, dropped, or
+    /// (before the end) still in flight.
+    pub fn balanced(&self) -> bool {
+        self.sent == self.delivered + self.dropped.values().sum::<u64>() + self.in_flight
+    }
+}
+
+/// One configuration of a link direction and what happened to the copies
+/// sent while it was in force.
+pub(crate) struct Window {
+    pub(crate) from: SimTime,
+    pub(crate) until: Option<SimTime>,
+    pub(crate) config: LinkConfig,
+    pub(crate) engine: LinkStats,
+    pub(crate) fates: Fates,
+}
+
 /// State of one link direction.
 pub(crate) struct LinkState {
     pub(crate) name: String,
     pub(crate) engine: LinkDirection,
-    pub(crate) config: LinkConfig,
     /// Partition intervals `[start, end)`; `end` is `None` while cut.
     partitions: Vec<(SimTime, Option<SimTime>)>,
     held: bool,
-    /// What the engine realized over the run.
-    stats: LinkStats,
+    /// Copies that arrived while the path was held, in arrival order.
+    held_copies: Vec<InFlight>,
+    /// The configuration history, oldest first (never empty).
+    pub(crate) windows: Vec<Window>,
+    /// What the engine realized over the whole run.
+    pub(crate) engine_total: LinkStats,
+    /// Fates over the whole run.
+    pub(crate) fates: Fates,
 }
 
 impl LinkState {
@@ -134,20 +182,46 @@ impl LinkState {
                     .expect("the default link config is valid")
             }),
             name,
-            config,
             partitions: Vec::new(),
             held: false,
-            stats: LinkStats::new(),
+            held_copies: Vec::new(),
+            windows: vec![Window {
+                from: SimTime::ZERO,
+                until: None,
+                config,
+                engine: LinkStats::new(),
+                fates: Fates::default(),
+            }],
+            engine_total: LinkStats::new(),
+            fates: Fates::default(),
         }
     }
 
-    /// Drain the engine (everything it still holds counts as delivered when
-    /// due) and report what it realized.
-    pub(crate) fn finish_stats(&mut self) -> LinkStatsReport {
+    fn current_window(&self) -> usize {
+        self.windows.len() - 1
+    }
+
+    /// The window a copy sent at `t` belongs to.
+    fn window_at(&self, t: SimTime) -> usize {
+        self.windows
+            .partition_point(|w| w.from <= t)
+            .saturating_sub(1)
+    }
+
+    fn record_delivery(&mut self, d: &streamlab_impair::Delivery) {
+        let w = self.window_at(d.sent_at);
+        self.windows[w].engine.record_delivery(d);
+        self.engine_total.record_delivery(d);
+    }
+
+    /// Drain the engine (what it still holds leaves the link when due) and
+    /// report what it realized, per window and in total.
+    pub(crate) fn finish_stats(&mut self) -> (Vec<LinkStatsReport>, LinkStatsReport) {
         for d in self.engine.drain() {
-            self.stats.record_delivery(&d);
+            self.record_delivery(&d);
         }
-        self.stats.finish()
+        let windows = self.windows.iter_mut().map(|w| w.engine.finish()).collect();
+        (windows, self.engine_total.finish())
     }
 
     fn cut_during(&self, from: SimTime, to: SimTime) -> Option<SimTime> {
@@ -156,10 +230,29 @@ impl LinkState {
             .find(|(s, e)| *s <= to && e.is_none_or(|e| e > from))
             .map(|(s, _)| *s)
     }
+
+    /// Count a copy's fate in its window and in the total.
+    fn settle(&mut self, window: usize, fate: Option<&'static str>) {
+        for f in [&mut self.windows[window].fates, &mut self.fates] {
+            f.in_flight = f.in_flight.saturating_sub(1);
+            match fate {
+                None => f.delivered += 1,
+                Some(cause) => f.drop(cause),
+            }
+        }
+    }
 }
 
 /// Receives every trace event as it happens.
 pub(crate) type Recorder = Box<dyn FnMut(&TraceEvent)>;
+
+/// A bound socket's receive queue, shared between the socket and the
+/// network.
+#[derive(Debug, Default)]
+struct Inbox {
+    queue: RefCell<VecDeque<(SocketAddrV4, Vec<u8>)>>,
+    ready: Notify,
+}
 
 /// The shared state of the simulated network. Lives outside turmoil; every
 /// host's sockets hold a reference (all hosts run on one thread).
@@ -172,15 +265,18 @@ pub(crate) struct Network {
     default_link: LinkConfig,
     rules: RuleSet,
     next_packet: u64,
-    in_flight: BTreeMap<(PacketId, CopyIndex), InFlight>,
-    /// Sockets that can receive, by address.
-    bound: BTreeSet<SocketAddrV4>,
-    /// Wakes receiving sockets when paths are released or repaired.
-    pub(crate) wake: Rc<Notify>,
+    /// Copies on their way, per destination host, in due order.
+    wire: Vec<BTreeMap<WireKey, InFlight>>,
+    /// Wakes each host's interface task when a copy is queued for it.
+    nic_wake: Vec<Rc<Notify>>,
+    /// Receiving sockets, by address.
+    sockets: BTreeMap<SocketAddrV4, Rc<Inbox>>,
+    /// Addresses whose socket was closed during the host's current life.
+    closed: BTreeSet<SocketAddrV4>,
     /// Simulated time as of the last step (for code outside any host).
     pub(crate) now: SimTime,
-    /// The run is over: sockets are closing because the simulation ends.
-    pub(crate) ended: bool,
+    /// When a copy last reached the end of its way (arrived or lost there).
+    pub(crate) last_arrival: Option<SimTime>,
     recorder: Recorder,
     pub(crate) violations: Vec<SimViolation>,
 }
@@ -195,6 +291,7 @@ impl Network {
         recorder: Recorder,
     ) -> Self {
         let by_ip = hosts.iter().enumerate().map(|(i, h)| (h.ip, i)).collect();
+        let n = hosts.len();
         Network {
             seed,
             hosts,
@@ -204,11 +301,12 @@ impl Network {
             default_link,
             rules,
             next_packet: 1,
-            in_flight: BTreeMap::new(),
-            bound: BTreeSet::new(),
-            wake: Rc::new(Notify::new()),
+            wire: (0..n).map(|_| BTreeMap::new()).collect(),
+            nic_wake: (0..n).map(|_| Rc::new(Notify::new())).collect(),
+            sockets: BTreeMap::new(),
+            closed: BTreeSet::new(),
             now: SimTime::ZERO,
-            ended: false,
+            last_arrival: None,
             recorder,
             violations: Vec::new(),
         }
@@ -244,14 +342,32 @@ impl Network {
         self.by_ip.get(&ip).copied()
     }
 
-    /// Apply a new configuration to `from → to`.
+    /// Apply a new configuration to `from → to`: a new window of its
+    /// history starts now.
     pub(crate) fn set_link(&mut self, from: usize, to: usize, config: &LinkConfig) {
         let now = self.now;
-        self.link_configs.insert((from, to), config.clone());
+        // Create the link with the configuration in force so far, so that
+        // the history starts with it.
         let link = self.link(from, to);
-        link.config = config.clone();
-        if let Err(e) = link.engine.reconfigure(now, config) {
-            let name = link.name.clone();
+        let res = link.engine.reconfigure(now, config);
+        if let Some(w) = link.windows.last_mut() {
+            if w.from == now {
+                // Replaced at the instant it started: nothing was sent under it.
+                w.config = config.clone();
+            } else {
+                w.until = Some(now);
+                link.windows.push(Window {
+                    from: now,
+                    until: None,
+                    config: config.clone(),
+                    engine: LinkStats::new(),
+                    fates: Fates::default(),
+                });
+            }
+        }
+        let name = link.name.clone();
+        self.link_configs.insert((from, to), config.clone());
+        if let Err(e) = res {
             self.violations.push(SimViolation {
                 at: now,
                 message: format!("link {name}: new configuration rejected: {e}"),
@@ -273,76 +389,230 @@ impl Network {
         if let Some((_, end @ None)) = link.partitions.last_mut() {
             *end = Some(now);
         }
-        self.wake.notify_waiters();
     }
 
+    /// Hold (`true`) or release the path `from → to`. Released copies arrive
+    /// now (or when due, if later).
     pub(crate) fn hold(&mut self, from: usize, to: usize, held: bool) {
-        self.link(from, to).held = held;
-        self.wake.notify_waiters();
+        let link = self.link(from, to);
+        link.held = held;
+        if held {
+            return;
+        }
+        let released = std::mem::take(&mut link.held_copies);
+        if released.is_empty() {
+            return;
+        }
+        let now = self.now;
+        for mut f in released {
+            f.due = f.due.max(now);
+            self.wire[to].insert((f.due, f.packet, f.copy), f);
+        }
+        self.nic_wake[to].notify_one();
     }
 
+    /// Mark a host up or down. Going down closes all its sockets (their
+    /// queues are lost with the host); coming up starts a new life with no
+    /// socket bound.
     pub(crate) fn set_host_up(&mut self, host: usize, up: bool) {
         self.hosts[host].up = up;
-        if !up {
-            let ip = self.hosts[host].ip;
-            self.bound.retain(|a| *a.ip() != ip);
-            // Copies still in turmoil's one-tick hop towards the host die
-            // with it (turmoil drops them silently): record them here.
-            let name = self.hosts[host].name.clone();
-            self.lose_in_flight(
-                |f| *f.dst.ip() == ip,
-                &format!("host {name} crashed with the copy in flight"),
-            );
+        let ip = self.hosts[host].ip;
+        self.sockets.retain(|a, _| *a.ip() != ip);
+        self.closed.retain(|a| *a.ip() != ip);
+        if up {
+            // Anything that came due while it was down has been swept; wake
+            // the new interface task for the rest.
+            self.nic_wake[host].notify_one();
         }
     }
 
-    /// Record as lost, and forget, every in-flight copy `which` selects.
-    fn lose_in_flight(&mut self, which: impl Fn(&InFlight) -> bool, cause: &str) {
-        let now = self.now;
-        let doomed: Vec<(PacketId, CopyIndex)> = self
-            .in_flight
-            .iter()
-            .filter(|(_, f)| which(f))
-            .map(|(k, _)| *k)
-            .collect();
-        for (packet, copy) in doomed {
-            self.in_flight.remove(&(packet, copy));
-            self.record(&TraceEvent::Lost {
-                at: now,
-                packet,
-                copy,
-                cause: cause.to_string(),
-            });
+    /// Copies still on their way: on the wire or held.
+    pub(crate) fn copies_on_the_way(&self) -> usize {
+        self.wire.iter().map(BTreeMap::len).sum::<usize>()
+            + self
+                .links
+                .values()
+                .map(|l| l.held_copies.len())
+                .sum::<usize>()
+    }
+
+    /// The earliest time a copy on the wire is due at a host (held copies
+    /// excluded: they wait for a release).
+    pub(crate) fn next_due(&self, host: usize) -> Option<SimTime> {
+        self.wire[host].keys().next().map(|k| k.0)
+    }
+
+    /// Lose what came due, by `now`, at hosts that are down.
+    pub(crate) fn expire_down_hosts(&mut self, now: SimTime) {
+        for host in 0..self.hosts.len() {
+            if !self.hosts[host].up {
+                self.arrive(host, now);
+            }
         }
     }
 
-    /// Copies that never reached a socket by the end of the run.
+    /// The run ends: every copy still on its way is lost with `run_end`.
     pub(crate) fn finish(&mut self) {
-        self.ended = true;
         let now = self.now;
-        let pending = std::mem::take(&mut self.in_flight);
-        for ((packet, copy), f) in pending {
-            let cause = if self.hosts[f.dst_host].up {
-                format!("still in flight when the run ended (due at {})", f.due)
+        let mut pending: Vec<InFlight> = Vec::new();
+        for q in &mut self.wire {
+            pending.extend(std::mem::take(q).into_values());
+        }
+        for l in self.links.values_mut() {
+            pending.append(&mut l.held_copies);
+        }
+        pending.sort_by_key(|f| (f.due, f.packet, f.copy));
+        for f in pending {
+            let held = self
+                .links
+                .get(&(f.src_host, f.dst_host))
+                .is_some_and(|l| l.held);
+            let detail = if held {
+                format!(
+                    "held on {} when the run ended (due at {})",
+                    self.hosts[f.src_host].name.clone() + "->" + &self.hosts[f.dst_host].name,
+                    f.due
+                )
             } else {
-                format!("host {} was down", self.hosts[f.dst_host].name)
+                format!("still on the wire when the run ended (due at {})", f.due)
             };
-            self.record(&TraceEvent::Lost {
-                at: now,
-                packet,
-                copy,
-                cause,
-            });
+            self.lose(now, &f, NetDrop::RunEnd, detail);
+        }
+        self.sockets.clear();
+    }
+
+    /// Record a copy as lost on its way and count it.
+    fn lose(&mut self, at: SimTime, f: &InFlight, reason: NetDrop, cause: String) {
+        self.record(&TraceEvent::Lost {
+            at,
+            packet: f.packet,
+            copy: f.copy,
+            reason,
+            cause,
+        });
+        if let Some(l) = self.links.get_mut(&(f.src_host, f.dst_host)) {
+            l.settle(f.window, Some(reason.name()));
         }
     }
 
-    /// Whether any copy is still on its way.
-    pub(crate) fn quiet(&self) -> bool {
-        self.in_flight.is_empty()
+    /// Decide, at `now`, the fate of every copy due at `host` by then.
+    pub(crate) fn arrive(&mut self, host: usize, now: SimTime) {
+        while let Some(entry) = self.wire[host].first_entry() {
+            if entry.key().0 > now {
+                break;
+            }
+            let f = entry.remove();
+            self.deliver(f, now);
+        }
     }
 
-    /// Decide and record one datagram from `src` to `dst`, returning the
-    /// tagged copies to hand to turmoil.
+    fn deliver(&mut self, f: InFlight, now: SimTime) {
+        let host = f.dst_host;
+        // A copy swept at a down host is lost when it was due, not at the
+        // sweep.
+        let at = if self.hosts[host].up { now } else { f.due };
+        self.last_arrival = Some(self.last_arrival.map_or(at, |t| t.max(at)));
+        let link = self.link(f.src_host, f.dst_host);
+        if let Some(cut) = link.cut_during(f.sent_at, at) {
+            let cause = format!("partition {} (cut at {cut})", link.name);
+            self.lose(at, &f, NetDrop::Partition, cause);
+            return;
+        }
+        if link.held {
+            link.held_copies.push(f);
+            return;
+        }
+        if !self.hosts[host].up {
+            let cause = format!("host {} was down when it arrived", self.hosts[host].name);
+            self.lose(at, &f, NetDrop::HostDown, cause);
+            return;
+        }
+        let Some(inbox) = self.sockets.get(&f.dst).cloned() else {
+            let (reason, cause) = if self.closed.contains(&f.dst) {
+                (
+                    NetDrop::SocketClosed,
+                    format!("the socket at {} was closed before it arrived", f.dst),
+                )
+            } else {
+                (
+                    NetDrop::PortUnreachable,
+                    format!(
+                        "no socket bound at {} (port unreachable; ICMP is not simulated)",
+                        f.dst
+                    ),
+                )
+            };
+            self.lose(at, &f, reason, cause);
+            return;
+        };
+        let caught = f.corruption.is_some_and(|c| c.caught_by_checksum);
+        let full = !caught && inbox.queue.borrow().len() >= RECEIVE_QUEUE_LIMIT;
+        if full {
+            let cause = format!(
+                "the receive queue of {} was full ({RECEIVE_QUEUE_LIMIT} datagrams)",
+                f.dst
+            );
+            self.lose(at, &f, NetDrop::ReceiveBufferFull, cause);
+            return;
+        }
+        self.record(&TraceEvent::Arrived {
+            at,
+            packet: f.packet,
+            copy: f.copy,
+            src: f.src,
+            dst: f.dst,
+            bytes: f.bytes.clone(),
+            corruption: f.corruption,
+            delivered_to_app: !caught,
+        });
+        let fate = caught.then_some("corrupt_checksum");
+        if let Some(l) = self.links.get_mut(&(f.src_host, f.dst_host)) {
+            l.settle(f.window, fate);
+        }
+        if !caught {
+            inbox.queue.borrow_mut().push_back((f.src, f.bytes));
+            inbox.ready.notify_one();
+        }
+    }
+
+    /// Bind a receiving socket on `host` at `port` (0: the lowest free
+    /// ephemeral port).
+    fn bind(&mut self, host: usize, port: u16) -> io::Result<(SocketAddrV4, Rc<Inbox>)> {
+        let ip = self.hosts[host].ip;
+        let port = if port == 0 {
+            (EPHEMERAL_FIRST..=u16::MAX)
+                .find(|p| !self.sockets.contains_key(&SocketAddrV4::new(ip, *p)))
+                .ok_or_else(|| io::Error::new(io::ErrorKind::AddrInUse, "no free ephemeral port"))?
+        } else {
+            port
+        };
+        let addr = SocketAddrV4::new(ip, port);
+        if self.sockets.contains_key(&addr) {
+            return Err(io::Error::new(
+                io::ErrorKind::AddrInUse,
+                format!("{addr} is already bound"),
+            ));
+        }
+        let inbox = Rc::new(Inbox::default());
+        self.sockets.insert(addr, inbox.clone());
+        self.closed.remove(&addr);
+        Ok((addr, inbox))
+    }
+
+    /// Close the socket at `addr` if `inbox` is still the one bound there.
+    fn unbind(&mut self, addr: SocketAddrV4, inbox: &Rc<Inbox>) {
+        if self
+            .sockets
+            .get(&addr)
+            .is_some_and(|b| Rc::ptr_eq(b, inbox))
+        {
+            self.sockets.remove(&addr);
+            self.closed.insert(addr);
+        }
+    }
+
+    /// Decide and record one datagram from `src` to `dst`, putting the
+    /// copies the link lets through on the wire.
     fn offer(
         &mut self,
         now: SimTime,
@@ -350,7 +620,7 @@ impl Network {
         dst: SocketAddrV4,
         bytes: &[u8],
         origin: Origin,
-    ) -> Vec<(SocketAddrV4, Vec<u8>)> {
+    ) {
         self.now = self.now.max(now);
         let packet = self.next_packet_id();
         let Some(src_host) = self.host_of(*src.ip()) else {
@@ -360,7 +630,7 @@ impl Network {
                 at: now,
                 message: format!("datagram from {src}, which is no host of the scenario"),
             });
-            return Vec::new();
+            return;
         };
         let Some(dst_host) = self.host_of(*dst.ip()) else {
             let verdict = dropped(
@@ -378,21 +648,25 @@ impl Network {
                 notes: Vec::new(),
                 verdict,
             });
-            return Vec::new();
+            return;
         };
         let applied = self.rules.apply(now, src_host, dst_host, bytes);
         let link_bytes = applied.bytes.unwrap_or_else(|| bytes.to_vec());
-        let verdict = match &applied.dropped_by {
-            Some(rule) => dropped(packet, now, format!("dropped by rule {rule}")),
-            None => self.link_send(now, src_host, dst_host, packet, &link_bytes),
-        };
         let path = Path {
             src,
             dst,
             src_host,
             dst_host,
         };
-        let mut out = self.dispatch(
+        let verdict = match &applied.dropped_by {
+            Some(rule) => {
+                let v = dropped(packet, now, format!("dropped by rule {rule}"));
+                self.count_sent(path, &v, Some("rule"));
+                v
+            }
+            None => self.link_send(now, path, packet, &link_bytes),
+        };
+        self.dispatch(
             now,
             path,
             bytes,
@@ -407,8 +681,8 @@ impl Network {
             let origin = Origin::Injected {
                 rule: format!("{rule} (duplicate {} of {packet})", k + 1),
             };
-            let verdict = self.link_send(now, src_host, dst_host, extra, &link_bytes);
-            out.extend(self.dispatch(
+            let verdict = self.link_send(now, path, extra, &link_bytes);
+            self.dispatch(
                 now,
                 path,
                 &link_bytes,
@@ -416,9 +690,8 @@ impl Network {
                 origin,
                 Vec::new(),
                 verdict,
-            ));
+            );
         }
-        out
     }
 
     fn next_packet_id(&mut self) -> PacketId {
@@ -427,28 +700,48 @@ impl Network {
         id
     }
 
-    /// Offer bytes to the link engine of `from → to`, first draining what
-    /// the engine has delivered by now (its queue then holds only copies in
+    /// Count a verdict's copies as sent on the path's link, and the copies
+    /// it drops (`external`: the cause of a drop decided outside the engine).
+    fn count_sent(&mut self, path: Path, v: &Verdict, external: Option<&'static str>) {
+        let link = self.link(path.src_host, path.dst_host);
+        let w = link.current_window();
+        let window = &mut link.windows[w];
+        window.engine.record_verdict(v);
+        link.engine_total.record_verdict(v);
+        for f in [&mut link.windows[w].fates, &mut link.fates] {
+            f.datagrams += 1;
+            f.sent += v.copies.len() as u64;
+            for c in &v.copies {
+                match c {
+                    CopyFate::Delivered { .. } => f.in_flight += 1,
+                    CopyFate::Dropped { reason } => f.drop(match reason {
+                        DropReason::Loss { .. } => "loss",
+                        DropReason::QueueFull { .. } => "queue_full",
+                        DropReason::Mtu { .. } => "mtu",
+                        DropReason::External { .. } => external.unwrap_or("no_route"),
+                        _ => "other",
+                    }),
+                    _ => f.drop("other"),
+                }
+            }
+        }
+    }
+
+    /// Offer bytes to the link engine of the path, first draining what the
+    /// engine has delivered by now (its queue then holds only copies in
     /// flight, so its queue limit and memory are right).
-    fn link_send(
-        &mut self,
-        now: SimTime,
-        from: usize,
-        to: usize,
-        packet: PacketId,
-        bytes: &[u8],
-    ) -> Verdict {
-        let link = self.link(from, to);
+    fn link_send(&mut self, now: SimTime, path: Path, packet: PacketId, bytes: &[u8]) -> Verdict {
+        let link = self.link(path.src_host, path.dst_host);
         while let Some(d) = link.engine.poll_delivery(now) {
-            link.stats.record_delivery(&d);
+            link.record_delivery(&d);
         }
         let verdict = link.engine.send(now, packet, bytes.to_vec());
-        link.stats.record_verdict(&verdict);
+        self.count_sent(path, &verdict, None);
         verdict
     }
 
-    /// Record the decision for one datagram and build the tagged copies that
-    /// will cross turmoil.
+    /// Record the decision for one datagram and put the copies the link lets
+    /// through on the wire.
     #[allow(clippy::too_many_arguments)]
     fn dispatch(
         &mut self,
@@ -459,7 +752,7 @@ impl Network {
         origin: Origin,
         notes: Vec<String>,
         verdict: Verdict,
-    ) -> Vec<(SocketAddrV4, Vec<u8>)> {
+    ) {
         let Path {
             src,
             dst,
@@ -467,46 +760,36 @@ impl Network {
             dst_host,
         } = path;
         let packet = verdict.packet;
-        let mut out = Vec::new();
-        let mut lost = Vec::new();
+        let window = self.link(src_host, dst_host).current_window();
+        let mut queued = false;
         for (copy, fate) in verdict.copies.iter().enumerate() {
             let copy = copy as CopyIndex;
             let CopyFate::Delivered { at, corruption, .. } = fate else {
                 continue;
             };
-            if !self.hosts[dst_host].up {
-                lost.push((copy, format!("host {} is down", self.hosts[dst_host].name)));
-                continue;
-            }
-            if !self.bound.contains(&dst) {
-                lost.push((
-                    copy,
-                    format!("no socket bound at {dst} (port unreachable; ICMP is not simulated)"),
-                ));
-                continue;
-            }
             let mut b = link_bytes.to_vec();
             if let Some(c) = corruption {
                 if let Some(byte) = b.get_mut(c.offset) {
                     *byte = c.new;
                 }
             }
-            let mut tagged = Vec::with_capacity(TAG_LEN + b.len());
-            Tag { packet, copy, src }.encode(&mut tagged);
-            tagged.extend_from_slice(&b);
-            self.in_flight.insert(
-                (packet, copy),
+            self.wire[dst_host].insert(
+                (*at, packet, copy),
                 InFlight {
+                    packet,
+                    copy,
                     sent_at: now,
                     due: *at,
                     src_host,
                     dst_host,
+                    window,
+                    src,
                     dst,
                     bytes: b,
                     corruption: *corruption,
                 },
             );
-            out.push((dst, tagged));
+            queued = true;
         }
         self.record(&TraceEvent::Sent {
             at: now,
@@ -518,15 +801,9 @@ impl Network {
             notes,
             verdict,
         });
-        for (copy, cause) in lost {
-            self.record(&TraceEvent::Lost {
-                at: now,
-                packet,
-                copy,
-                cause,
-            });
+        if queued {
+            self.nic_wake[dst_host].notify_one();
         }
-        out
     }
 }
 
@@ -558,24 +835,37 @@ fn sim_now(net: &Network) -> SimTime {
     }
 }
 
-/// A copy waiting in a receiving socket's delay line.
-#[derive(Debug)]
-struct Waiting {
-    tag: Tag,
-    flight: InFlight,
+/// A host's network interface: runs inside the host's software for as long
+/// as the host is up, and decides the fate of each copy as it arrives.
+pub(crate) async fn nic(net: Rc<RefCell<Network>>, host: usize) {
+    let anchor = {
+        let n = net.borrow();
+        (tokio::time::Instant::now(), sim_now(&n))
+    };
+    loop {
+        let (next, wake) = {
+            let mut n = net.borrow_mut();
+            let now = sim_now(&n);
+            n.arrive(host, now);
+            (n.next_due(host), n.nic_wake[host].clone())
+        };
+        let deadline = next.map(|t| anchor.0 + t.saturating_duration_since(anchor.1));
+        tokio::select! {
+            biased;
+            () = wake.notified() => {}
+            () = sleep_until_opt(deadline) => {}
+        }
+    }
 }
 
 /// A UDP socket inside the simulation whose traffic crosses the impairment
 /// engine and is recorded in the trace. Implements the protocol driver's
 /// [`DatagramSocket`], so the protocol code runs on it unchanged.
 pub struct SimSocket {
-    inner: turmoil::net::UdpSocket,
     net: Rc<RefCell<Network>>,
     local: SocketAddrV4,
-    receives: bool,
-    delay_line: RefCell<BTreeMap<(SimTime, PacketId, CopyIndex), Waiting>>,
-    anchor: (tokio::time::Instant, SimTime),
-    scratch: RefCell<Vec<u8>>,
+    /// `None` for send-only sockets (injection).
+    inbox: Option<Rc<Inbox>>,
 }
 
 impl std::fmt::Debug for SimSocket {
@@ -588,32 +878,27 @@ impl std::fmt::Debug for SimSocket {
 
 impl SimSocket {
     /// Bind on `host` at `port` (0 = ephemeral). `receives`: whether
-    /// datagrams may be addressed to it (injector sockets only send).
-    pub(crate) async fn bind(
+    /// datagrams may be addressed to it (injector sockets only send, from
+    /// whatever source they claim).
+    ///
+    /// # Errors
+    /// The address is already bound, or no ephemeral port is free.
+    pub(crate) fn bind(
         net: Rc<RefCell<Network>>,
         host: usize,
         port: u16,
         receives: bool,
     ) -> io::Result<SimSocket> {
-        let inner = turmoil::net::UdpSocket::bind((Ipv4Addr::UNSPECIFIED, port)).await?;
-        let port = inner.local_addr()?.port();
-        let (ip, now) = {
-            let n = net.borrow();
-            (n.hosts[host].ip, sim_now(&n))
+        let (local, inbox) = {
+            let mut n = net.borrow_mut();
+            if receives {
+                let (a, i) = n.bind(host, port)?;
+                (a, Some(i))
+            } else {
+                (SocketAddrV4::new(n.hosts[host].ip, port), None)
+            }
         };
-        let local = SocketAddrV4::new(ip, port);
-        if receives {
-            net.borrow_mut().bound.insert(local);
-        }
-        Ok(SimSocket {
-            inner,
-            net,
-            local,
-            receives,
-            delay_line: RefCell::new(BTreeMap::new()),
-            anchor: (tokio::time::Instant::now(), now),
-            scratch: RefCell::new(vec![0; MAX_RECV]),
-        })
+        Ok(SimSocket { net, local, inbox })
     }
 
     /// The socket's simulated address (the host's IP, not `0.0.0.0`).
@@ -621,169 +906,25 @@ impl SimSocket {
         self.local
     }
 
-    fn instant_of(&self, t: SimTime) -> tokio::time::Instant {
-        self.anchor.0 + t.saturating_duration_since(self.anchor.1)
-    }
-
     /// Send `bytes` to `dst` claiming `src` as the source (injection).
-    pub(crate) async fn send_as(
+    pub(crate) fn send_as(
         &self,
         bytes: &[u8],
         src: SocketAddrV4,
         dst: SocketAddrV4,
         origin: Origin,
-    ) -> io::Result<()> {
-        let copies = {
-            let mut net = self.net.borrow_mut();
-            let now = sim_now(&net);
-            net.offer(now, src, dst, bytes, origin)
-        };
-        for (to, tagged) in copies {
-            self.inner.send_to(&tagged, SocketAddr::V4(to)).await?;
-        }
-        Ok(())
-    }
-
-    /// Move a tagged datagram from turmoil into the delay line.
-    fn accept_tagged(&self, raw: &[u8], turmoil_src: SocketAddr) {
+    ) {
         let mut net = self.net.borrow_mut();
         let now = sim_now(&net);
-        let Some((tag, _payload)) = Tag::decode(raw) else {
-            net.violations.push(SimViolation {
-                at: now,
-                message: format!("{} received an untagged datagram from {turmoil_src}: it did not come through the simulated network", self.local),
-            });
-            return;
-        };
-        let Some(flight) = net.in_flight.remove(&(tag.packet, tag.copy)) else {
-            net.violations.push(SimViolation {
-                at: now,
-                message: format!(
-                    "{} received packet {} copy {} which the trace never sent (or delivered twice)",
-                    self.local, tag.packet, tag.copy
-                ),
-            });
-            return;
-        };
-        if flight.dst != self.local {
-            net.violations.push(SimViolation {
-                at: now,
-                message: format!(
-                    "packet {} for {} arrived at {}",
-                    tag.packet, flight.dst, self.local
-                ),
-            });
-            return;
-        }
-        self.delay_line
-            .borrow_mut()
-            .insert((flight.due, tag.packet, tag.copy), Waiting { tag, flight });
-    }
-
-    /// The next copy due at `now`, after path checks. Returns the deliverable
-    /// bytes' length written into `buf` and the claimed source, or the time
-    /// to wait for.
-    fn pop_due(
-        &self,
-        now: SimTime,
-        buf: &mut [u8],
-    ) -> Result<(usize, SocketAddr), Option<SimTime>> {
-        let mut line = self.delay_line.borrow_mut();
-        let mut net = self.net.borrow_mut();
-        let mut next_wait = None;
-        let mut cursor = None;
-        loop {
-            let next = match cursor {
-                None => line.keys().next(),
-                Some(after) => line
-                    .range((Excluded(after), Unbounded))
-                    .map(|(k, _)| k)
-                    .next(),
-            };
-            let Some(&key) = next else { break };
-            cursor = Some(key);
-            let (due, packet, copy) = key;
-            let (src_host, dst_host, sent_at) = {
-                let w = &line[&key];
-                (w.flight.src_host, w.flight.dst_host, w.flight.sent_at)
-            };
-            if due > now {
-                // Keys are in due order: this is the earliest future copy.
-                next_wait = Some(due);
-                break;
-            }
-            let link = net.link(src_host, dst_host);
-            if let Some(cut) = link.cut_during(sent_at, now) {
-                let cause = format!("partition {} (cut at {cut})", link.name);
-                line.remove(&key);
-                net.record(&TraceEvent::Lost {
-                    at: now,
-                    packet,
-                    copy,
-                    cause,
-                });
-                continue;
-            }
-            if link.held {
-                // Held: stays on the wire until released (the release wakes us).
-                continue;
-            }
-            let Some(w) = line.remove(&key) else { continue };
-            let caught = w.flight.corruption.is_some_and(|c| c.caught_by_checksum);
-            net.record(&TraceEvent::Arrived {
-                at: now,
-                packet,
-                copy,
-                src: w.tag.src,
-                dst: self.local,
-                bytes: w.flight.bytes.clone(),
-                corruption: w.flight.corruption,
-                delivered_to_app: !caught,
-            });
-            if caught {
-                continue;
-            }
-            let n = w.flight.bytes.len().min(buf.len());
-            buf[..n].copy_from_slice(&w.flight.bytes[..n]);
-            return Ok((n, SocketAddr::V4(w.tag.src)));
-        }
-        Err(next_wait)
+        net.offer(now, src, dst, bytes, origin);
     }
 }
 
 impl Drop for SimSocket {
     fn drop(&mut self) {
-        let Ok(mut net) = self.net.try_borrow_mut() else {
-            return;
-        };
-        if self.receives {
-            net.bound.remove(&self.local);
-            // Copies in turmoil's one-tick hop to this socket will find no
-            // socket there (turmoil drops them silently): record them here.
-            let local = self.local;
-            net.lose_in_flight(
-                |f| f.dst == local,
-                &format!("receiving socket {local} closed with the copy in flight"),
-            );
-        }
-        let now = net.now;
-        let line = std::mem::take(&mut *self.delay_line.borrow_mut());
-        let cause = if net.ended {
-            format!("waiting in {}'s delay line when the run ended", self.local)
-        } else {
-            format!(
-                "receiving socket {} closed (host stopped or crashed)",
-                self.local
-            )
-        };
-        for ((_, packet, copy), _) in line {
-            let cause = cause.clone();
-            net.record(&TraceEvent::Lost {
-                at: now,
-                packet,
-                copy,
-                cause,
-            });
+        let Some(inbox) = &self.inbox else { return };
+        if let Ok(mut net) = self.net.try_borrow_mut() {
+            net.unbind(self.local, inbox);
         }
     }
 }
@@ -799,33 +940,22 @@ impl DatagramSocket for SimSocket {
                 ));
             }
         };
-        self.send_as(buf, self.local, dst, Origin::Application)
-            .await?;
+        self.send_as(buf, self.local, dst, Origin::Application);
         Ok(buf.len())
     }
 
     async fn recv_from(&self, buf: &mut [u8]) -> io::Result<(usize, SocketAddr)> {
+        let Some(inbox) = &self.inbox else {
+            return std::future::pending().await;
+        };
         loop {
-            let now = sim_now(&self.net.borrow());
-            let wait = match self.pop_due(now, buf) {
-                Ok(r) => return Ok(r),
-                Err(wait) => wait,
-            };
-            let wake = self.net.borrow().wake.clone();
-            let deadline = wait.map(|t| self.instant_of(t));
-            // The driver drops this future when a timer fires first: the
-            // guard puts the buffer back even then.
-            let mut scratch = Scratch::take(&self.scratch);
-            let got = tokio::select! {
-                biased;
-                r = self.inner.recv_from(&mut scratch.buf) => Some(r),
-                () = sleep_until_opt(deadline) => None,
-                () = wake.notified() => None,
-            };
-            if let Some(r) = got {
-                let (n, from) = r?;
-                self.accept_tagged(&scratch.buf[..n.min(scratch.buf.len())], from);
+            // Cancel-safe: a datagram leaves the queue only when returned.
+            if let Some((src, bytes)) = inbox.queue.borrow_mut().pop_front() {
+                let n = bytes.len().min(buf.len());
+                buf[..n].copy_from_slice(&bytes[..n]);
+                return Ok((n, SocketAddr::V4(src)));
             }
+            inbox.ready.notified().await;
         }
     }
 
@@ -833,30 +963,6 @@ impl DatagramSocket for SimSocket {
         Ok(SocketAddr::V4(self.local))
     }
 }
-
-/// A receive buffer borrowed from its socket for one receive, returned on
-/// drop (including when the receive is cancelled).
-struct Scratch<'a> {
-    home: &'a RefCell<Vec<u8>>,
-    buf: Vec<u8>,
-}
-
-impl<'a> Scratch<'a> {
-    fn take(home: &'a RefCell<Vec<u8>>) -> Self {
-        let mut buf = std::mem::take(&mut *home.borrow_mut());
-        buf.resize(MAX_RECV, 0);
-        Scratch { home, buf }
-    }
-}
-
-impl Drop for Scratch<'_> {
-    fn drop(&mut self) {
-        *self.home.borrow_mut() = std::mem::take(&mut self.buf);
-    }
-}
-
-/// The largest datagram turmoil can hand a socket: a UDP payload plus the tag.
-const MAX_RECV: usize = 65_536 + TAG_LEN;
 
 async fn sleep_until_opt(deadline: Option<tokio::time::Instant>) {
     match deadline {
@@ -870,30 +976,5 @@ pub(crate) fn v4(ip: IpAddr) -> Option<Ipv4Addr> {
     match ip {
         IpAddr::V4(v) => Some(v),
         IpAddr::V6(_) => None,
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn tag_round_trips_and_rejects_foreign_bytes() {
-        let tag = Tag {
-            packet: PacketId(0x0102_0304_0506_0708),
-            copy: 3,
-            src: SocketAddrV4::new(Ipv4Addr::new(192, 168, 0, 2), 49152),
-        };
-        let mut b = Vec::new();
-        tag.encode(&mut b);
-        b.extend_from_slice(b"payload");
-        assert_eq!(b.len(), TAG_LEN + 7);
-        let (back, rest) = Tag::decode(&b).expect("decodes");
-        assert_eq!(back, tag);
-        assert_eq!(rest, b"payload");
-        assert!(Tag::decode(b"SLT1short").is_none());
-        let mut foreign = b.clone();
-        foreign[0] = b'X';
-        assert!(Tag::decode(&foreign).is_none());
     }
 }

@@ -12,7 +12,11 @@ use serde::Serialize;
 use streamlab_impair::{LinkConfig, LinkStatsReport};
 
 use crate::checks::{CheckResult, evaluate};
-use crate::runner::{HostResult, RunOutput};
+use crate::runner::{EndReason, HostResult, RunOutput};
+
+fn ms(t: streamlab::time::SimTime) -> f64 {
+    t.as_micros() as f64 / 1000.0
+}
 use crate::scenario::Loaded;
 
 /// The verdict of one run.
@@ -26,18 +30,60 @@ pub enum Verdict {
 }
 
 /// Configured and realized impairments of one link direction.
+///
+/// `sent = delivered + Σ dropped` holds for the whole run and for every
+/// window: every copy put on its way is accounted for, whether the link
+/// engine, the receiver, a scenario rule or the network (partition, host
+/// down, no socket, end of run) took it.
 #[derive(Clone, Debug, Serialize)]
 pub struct LinkReport {
     /// Sending host.
     pub from: String,
     /// Receiving host.
     pub to: String,
-    /// The configuration in force at the end of the run.
-    pub configured: LinkConfig,
-    /// Warnings about the configuration (e.g. netem_compat's effective rate).
+    /// Datagrams offered to the link direction.
+    pub datagrams: u64,
+    /// Copies put on their way (datagrams plus the engine's duplicates).
+    pub sent: u64,
+    /// Copies handed to an application socket.
+    pub delivered: u64,
+    /// Copies lost, by cause.
+    pub dropped: BTreeMap<&'static str, u64>,
+    /// `Σ dropped / sent`.
+    pub loss_rate: f64,
+    /// The configuration history: one window per configuration, from the
+    /// scenario's `links` at 0 ms through every `set_link` of the timeline,
+    /// each with what happened to the copies sent under it.
+    pub configured: Vec<WindowReport>,
+    /// What the link engine realized over the whole run (its own view:
+    /// copies it let through count as delivered there, whatever the network
+    /// did to them afterwards).
+    pub engine: LinkStatsReport,
+}
+
+/// One configuration of a link direction and its realized statistics.
+#[derive(Clone, Debug, Serialize)]
+pub struct WindowReport {
+    /// When it took effect, ms.
+    pub at_ms: f64,
+    /// When the next one replaced it, ms (`None`: in force at the end).
+    pub until_ms: Option<f64>,
+    /// The configuration.
+    pub config: LinkConfig,
+    /// Warnings about it (e.g. netem_compat's effective rate).
     pub warnings: Vec<String>,
-    /// What the engine actually did over the run.
-    pub realized: LinkStatsReport,
+    /// Datagrams offered while it was in force.
+    pub datagrams: u64,
+    /// Copies put on their way.
+    pub sent: u64,
+    /// Copies handed to an application socket.
+    pub delivered: u64,
+    /// Copies lost, by cause.
+    pub dropped: BTreeMap<&'static str, u64>,
+    /// `Σ dropped / sent`.
+    pub loss_rate: f64,
+    /// What the link engine realized for the copies sent in the window.
+    pub engine: LinkStatsReport,
 }
 
 /// Simulation facts of a run.
@@ -45,6 +91,8 @@ pub struct LinkReport {
 pub struct SimSummary {
     /// Simulated time at the end, ms.
     pub ended_at_ms: f64,
+    /// Why the run ended there.
+    pub ended_because: EndReason,
     /// Trace events recorded.
     pub trace_events: u64,
     /// SHA-256 of the trace (see `observe`): equal for equal runs.
@@ -113,12 +161,31 @@ impl RunReport {
         let links = out
             .links
             .into_iter()
-            .map(|((from, to), (configured, realized))| LinkReport {
+            .map(|((from, to), l)| LinkReport {
                 from,
                 to,
-                warnings: configured.warnings(),
-                configured,
-                realized,
+                datagrams: l.fates.datagrams,
+                sent: l.fates.sent,
+                delivered: l.fates.delivered,
+                loss_rate: l.fates.loss_rate(),
+                dropped: l.fates.dropped,
+                configured: l
+                    .windows
+                    .into_iter()
+                    .map(|w| WindowReport {
+                        at_ms: ms(w.from),
+                        until_ms: w.until.map(ms),
+                        warnings: w.config.warnings(),
+                        config: w.config,
+                        datagrams: w.fates.datagrams,
+                        sent: w.fates.sent,
+                        delivered: w.fates.delivered,
+                        loss_rate: w.fates.loss_rate(),
+                        dropped: w.fates.dropped,
+                        engine: w.realized,
+                    })
+                    .collect(),
+                engine: l.realized,
             })
             .collect();
         RunReport {
@@ -132,7 +199,8 @@ impl RunReport {
             hosts: out.hosts.into_iter().map(|h| (h.name.clone(), h)).collect(),
             links,
             simulation: SimSummary {
-                ended_at_ms: out.ended_at.as_micros() as f64 / 1000.0,
+                ended_at_ms: ms(out.ended_at),
+                ended_because: out.end,
                 trace_events: observer.event_count(),
                 trace_sha256: observer.trace_hash(),
             },

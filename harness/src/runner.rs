@@ -19,11 +19,13 @@ use streamlab::proto::{Initiator, Outcome, Responder};
 use streamlab::seed::{derive_u64, named_rng};
 use streamlab::time::{SimTime, duration_micros};
 use streamlab_impair::{LinkConfig, LinkStatsReport};
+
+pub use crate::network::Fates;
 use tracing::Instrument;
 
 use crate::capture::{CaptureFormat, CaptureWriter};
 use crate::inject;
-use crate::network::{HostState, Network, SimSocket, v4};
+use crate::network::{HostState, Network, SimSocket, nic, v4};
 use crate::observe::Observer;
 use crate::rules::RuleSet;
 use crate::scenario::{Action, Loaded, Role};
@@ -98,6 +100,8 @@ enum HostMachine {
 /// What the runner knows about one host.
 struct HostRecord {
     machine: HostMachine,
+    /// Simulated time at which the machine's clock (its driver) started.
+    clock_start: SimTime,
     incarnations: u32,
     finished: bool,
     driver_error: Option<String>,
@@ -137,6 +141,22 @@ pub struct HostResult {
     pub events_dropped: u64,
 }
 
+/// Why a run ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum EndReason {
+    /// Every client finished, nothing was on its way any more, and no host
+    /// had a timer due before the last arrival: the run was quiescent.
+    Quiescent,
+    /// `duration_ms` was reached (clients still running, copies still on
+    /// their way, or a scenario without clients).
+    Duration,
+    /// The wall-clock watchdog fired.
+    Watchdog,
+    /// A host's software failed.
+    HostFailure,
+}
+
 /// Everything a run produced.
 pub struct RunOutput {
     /// Scenario seed used.
@@ -145,15 +165,17 @@ pub struct RunOutput {
     pub hosts: Vec<HostResult>,
     /// The observer's findings.
     pub(crate) observer: Observer,
-    /// Per link direction that carried traffic, by (from, to) host names:
-    /// the configuration in force at the end and what the engine realized.
-    pub links: BTreeMap<(String, String), (LinkConfig, LinkStatsReport)>,
+    /// Per link direction that carried traffic or was reconfigured, by
+    /// (from, to) host names.
+    pub links: BTreeMap<(String, String), LinkOutput>,
     /// Violations of the simulation's own rules.
     pub sim_violations: Vec<crate::network::SimViolation>,
     /// A host task failed or panicked: the message.
     pub host_failure: Option<String>,
     /// Simulated time at the end.
     pub ended_at: SimTime,
+    /// Why the run ended.
+    pub end: EndReason,
     /// Clients still running at `duration_ms`.
     pub stalled: bool,
     /// The wall-clock watchdog fired.
@@ -166,6 +188,32 @@ pub struct RunOutput {
     pub wall: Duration,
     /// The trace, with [`RunOptions::keep_trace`].
     pub trace: Option<Vec<TraceEvent>>,
+}
+
+/// One configuration window of a link direction.
+#[derive(Clone, Debug)]
+pub struct WindowOutput {
+    /// When the configuration took effect.
+    pub from: SimTime,
+    /// When the next one replaced it (`None`: in force at the end).
+    pub until: Option<SimTime>,
+    /// The configuration.
+    pub config: LinkConfig,
+    /// The fate of the copies sent under it.
+    pub fates: Fates,
+    /// What the engine realized for them.
+    pub realized: LinkStatsReport,
+}
+
+/// What one link direction did over a run.
+#[derive(Clone, Debug)]
+pub struct LinkOutput {
+    /// The configuration history, oldest first.
+    pub windows: Vec<WindowOutput>,
+    /// The fate of every copy sent over the run.
+    pub fates: Fates,
+    /// What the engine realized over the run.
+    pub realized: LinkStatsReport,
 }
 
 /// Run a loaded scenario.
@@ -281,6 +329,7 @@ pub fn run(loaded: &Loaded, opts: &RunOptions) -> RunOutput {
             .iter()
             .map(|_| HostRecord {
                 machine: HostMachine::None,
+                clock_start: SimTime::ZERO,
                 incarnations: 0,
                 finished: false,
                 driver_error: None,
@@ -319,7 +368,7 @@ pub fn run(loaded: &Loaded, opts: &RunOptions) -> RunOutput {
     let mut host_failure = None;
     let mut stalled = false;
     let mut watchdog_fired = false;
-    let mut steps: u64 = 0;
+    let end;
     loop {
         let now = SimTime::from_micros(duration_micros(sim.elapsed()));
         net.borrow_mut().now = now;
@@ -334,24 +383,33 @@ pub fn run(loaded: &Loaded, opts: &RunOptions) -> RunOutput {
         }
         if let Err(e) = sim.step() {
             host_failure = Some(e.to_string());
+            end = EndReason::HostFailure;
             break;
         }
-        steps += 1;
         let now = SimTime::from_micros(duration_micros(sim.elapsed()));
-        net.borrow_mut().now = now;
+        {
+            let mut n = net.borrow_mut();
+            n.now = now;
+            n.expire_down_hosts(now);
+        }
         let done = {
             let recs = records.borrow();
             !clients.is_empty() && clients.iter().all(|&c| recs[c].finished)
         };
-        if done && net.borrow().quiet() {
+        if done && quiescent(&net.borrow(), &records.borrow()) {
+            end = EndReason::Quiescent;
             break;
         }
         if now >= duration {
             stalled = !clients.is_empty() && !done;
+            end = EndReason::Duration;
             break;
         }
-        if steps % 256 == 0 && wall_start.elapsed() > opts.watchdog {
+        // Checked every step: one step is bounded work, so the watchdog
+        // fires within a step of its limit.
+        if wall_start.elapsed() > opts.watchdog {
             watchdog_fired = true;
+            end = EndReason::Watchdog;
             break;
         }
     }
@@ -372,9 +430,26 @@ pub fn run(loaded: &Loaded, opts: &RunOptions) -> RunOutput {
         .links
         .iter_mut()
         .map(|(&(a, b), l)| {
+            let (per_window, realized) = l.finish_stats();
+            let windows = l
+                .windows
+                .iter()
+                .zip(per_window)
+                .map(|(w, realized)| WindowOutput {
+                    from: w.from,
+                    until: w.until,
+                    config: w.config.clone(),
+                    fates: w.fates.clone(),
+                    realized,
+                })
+                .collect();
             (
                 (names[a].clone(), names[b].clone()),
-                (l.config.clone(), l.finish_stats()),
+                LinkOutput {
+                    windows,
+                    fates: l.fates.clone(),
+                    realized,
+                },
             )
         })
         .collect();
@@ -401,6 +476,7 @@ pub fn run(loaded: &Loaded, opts: &RunOptions) -> RunOutput {
         sim_violations,
         host_failure,
         ended_at,
+        end,
         stalled,
         watchdog_fired,
         capture: capture_path,
@@ -408,6 +484,29 @@ pub fn run(loaded: &Loaded, opts: &RunOptions) -> RunOutput {
         wall: wall_start.elapsed(),
         trace: kept.borrow_mut().take(),
     }
+}
+
+/// Nothing is on its way and no host will react to the last arrival: every
+/// running host's next timer (if any) lies beyond it.
+fn quiescent(net: &Network, records: &[HostRecord]) -> bool {
+    if net.copies_on_the_way() > 0 {
+        return false;
+    }
+    let Some(last) = net.last_arrival else {
+        return true;
+    };
+    records.iter().enumerate().all(|(i, r)| {
+        if !net.hosts[i].up {
+            return true;
+        }
+        let next = match &r.machine {
+            HostMachine::None => None,
+            HostMachine::Client(_) if r.finished => None,
+            HostMachine::Client(m) => m.borrow().poll_timeout(),
+            HostMachine::Server(m) => m.borrow().poll_timeout(),
+        };
+        next.is_none_or(|t| r.clock_start + t.since_start() > last)
+    })
 }
 
 #[allow(clippy::type_complexity)]
@@ -541,12 +640,25 @@ async fn host_main(ctx: Rc<HostCtx>, i: usize) -> turmoil::Result {
         recs[i].finished = false;
         recs[i].incarnations
     };
-    let role = run_role(&ctx, i, incarnation);
-    let injector =
-        inject::run_injector(&ctx.net, i, ctx.seed, &ctx.names, &ctx.ips, &ctx.injections);
-    let (r, j) = tokio::join!(role, injector);
-    r?;
-    j.map_err(|e| format!("host {}: injection failed: {e}", ctx.names[i]))?;
+    let app = async {
+        let role = run_role(&ctx, i, incarnation);
+        let injector =
+            inject::run_injector(&ctx.net, i, ctx.seed, &ctx.names, &ctx.ips, &ctx.injections);
+        let (r, j) = tokio::join!(role, injector);
+        r?;
+        j.map_err(|e| format!("host {}: injection failed: {e}", ctx.names[i]))?;
+        turmoil::Result::Ok(())
+    };
+    // The interface runs for as long as the host is up, after the
+    // application is done too (what still arrives is recorded).
+    let interface = nic(ctx.net.clone(), i);
+    tokio::pin!(app, interface);
+    tokio::select! {
+        biased;
+        r = &mut app => r?,
+        () = &mut interface => {}
+    }
+    interface.await;
     Ok(())
 }
 
@@ -579,7 +691,7 @@ async fn role_main(ctx: &HostCtx, i: usize, incarnation: u32) -> turmoil::Result
             config,
         } => {
             sleep_until_sim(SimTime::from_millis(*start_ms)).await;
-            let sock = SimSocket::bind(ctx.net.clone(), i, 0, true).await?;
+            let sock = SimSocket::bind(ctx.net.clone(), i, 0, true)?;
             let server = SocketAddrV4::new(ctx.ips[*target], *port);
             ctx.observer
                 .borrow_mut()
@@ -595,7 +707,7 @@ async fn role_main(ctx: &HostCtx, i: usize, incarnation: u32) -> turmoil::Result
             Ok(())
         }
         Role::Server { port, config } => {
-            let sock = SimSocket::bind(ctx.net.clone(), i, *port, true).await?;
+            let sock = SimSocket::bind(ctx.net.clone(), i, *port, true)?;
             let machine = Responder::new(config.clone())
                 .map_err(|e| format!("host {name}: responder config: {e}"))?;
             let machine = Rc::new(RefCell::new(machine));
@@ -609,6 +721,7 @@ async fn role_main(ctx: &HostCtx, i: usize, incarnation: u32) -> turmoil::Result
 /// Run one host's machine to the end over its socket, keeping its events
 /// and recording how its driver stopped.
 async fn drive<M: Machine>(ctx: &HostCtx, i: usize, machine: Rc<RefCell<M>>, sock: SimSocket) {
+    ctx.records.borrow_mut()[i].clock_start = sim_now();
     let mut driver = Driver::new(Shared(machine), sock);
     let res = driver
         .run(|o| {

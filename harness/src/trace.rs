@@ -32,6 +32,38 @@ pub enum Origin {
     },
 }
 
+/// Why the network lost a copy the link had let through.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum NetDrop {
+    /// A partition of the path overlapped the copy's flight.
+    Partition,
+    /// The receiving host was down when the copy arrived.
+    HostDown,
+    /// No socket was bound at the destination address.
+    PortUnreachable,
+    /// The socket at the destination address had been closed.
+    SocketClosed,
+    /// The receiving socket's queue was full.
+    ReceiveBufferFull,
+    /// The run ended while the copy was on its way (or held).
+    RunEnd,
+}
+
+impl NetDrop {
+    /// The stable name statistics and reports use.
+    pub fn name(self) -> &'static str {
+        match self {
+            NetDrop::Partition => "partition",
+            NetDrop::HostDown => "host_down",
+            NetDrop::PortUnreachable => "port_unreachable",
+            NetDrop::SocketClosed => "socket_closed",
+            NetDrop::ReceiveBufferFull => "receive_buffer_full",
+            NetDrop::RunEnd => "run_end",
+        }
+    }
+}
+
 /// One record of the trace.
 #[derive(Clone, Debug, PartialEq, Serialize)]
 #[serde(tag = "event", rename_all = "snake_case")]
@@ -81,8 +113,9 @@ pub enum TraceEvent {
         /// when the UDP checksum caught a corruption).
         delivered_to_app: bool,
     },
-    /// A copy the link had scheduled for delivery was lost afterwards (a
-    /// partition cut it in flight, the receiving host was down).
+    /// A copy the link had let through was lost on the rest of its way (a
+    /// partition cut it in flight, the receiving host was down, no socket
+    /// took it, the run ended first).
     Lost {
         /// When it was lost.
         at: SimTime,
@@ -90,7 +123,9 @@ pub enum TraceEvent {
         packet: PacketId,
         /// Which copy.
         copy: CopyIndex,
-        /// Why, e.g. `partition client->server`.
+        /// The kind of loss (what link statistics count it as).
+        reason: NetDrop,
+        /// Why, in words, e.g. `partition client->server (cut at 1.000000s)`.
         cause: String,
     },
 }
@@ -169,12 +204,14 @@ impl TraceEvent {
                 at,
                 packet,
                 copy,
+                reason,
                 cause,
             } => {
                 out(&[3]);
                 out(&at.as_micros().to_be_bytes());
                 out(&packet.0.to_be_bytes());
                 out(&copy.to_be_bytes());
+                out(&[*reason as u8]);
                 bytes(out, cause.as_bytes());
             }
         }

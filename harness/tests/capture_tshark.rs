@@ -415,6 +415,7 @@ fn trace() -> (Vec<TraceEvent>, Ids) {
         at: t(55_500),
         packet: PacketId(lost),
         copy: 0,
+        reason: streamlab_harness::trace::NetDrop::Partition,
         cause: "partition client->server".into(),
     });
 

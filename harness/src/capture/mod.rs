@@ -849,6 +849,7 @@ impl<W: Write> TraceSink for CaptureWriter<W> {
                 packet,
                 copy,
                 cause,
+                ..
             } => self.on_lost(*at, packet.0, *copy, cause)?,
             // Events added to the trace later are not (yet) part of the capture.
             #[allow(unreachable_patterns)]

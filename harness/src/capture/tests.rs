@@ -108,6 +108,7 @@ fn trace() -> Vec<TraceEvent> {
             at: SimTime::from_micros(12_000),
             packet: PacketId(4),
             copy: 0,
+            reason: crate::trace::NetDrop::Partition,
             cause: "partition client->server".into(),
         },
         arrived(13_000, 3, 0, Some(flip)),
@@ -224,6 +225,7 @@ fn held_records_are_bounded_and_finish_writes_them() {
         at: SimTime::from_micros(20),
         packet: PacketId(1),
         copy: 0,
+        reason: crate::trace::NetDrop::HostDown,
         cause: "host down".into(),
     })
     .expect("record");
