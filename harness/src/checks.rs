@@ -42,14 +42,28 @@ impl CheckResult {
     }
 }
 
-/// Every invariant the runner checks in every run.
-pub const INVARIANTS: &[&str] = &[
-    "no_data_before_start_confirm",
-    "no_amplification_before_start_confirm",
-    "no_panic",
-    "no_stall",
-    "no_unsent_delivery",
+/// The harness's own invariants, checked in every run of every protocol:
+/// name and one-line contract.
+pub const HARNESS_INVARIANTS: &[(&str, &str)] = &[
+    ("no_panic", "no host task panics or fails"),
+    ("no_stall", "every client finishes within duration_ms"),
+    (
+        "no_unsent_delivery",
+        "every datagram delivered was sent through the simulated network, once",
+    ),
+    (
+        "link_accounting",
+        "per link direction and per configuration window, sent = delivered + Σ dropped, and the windows add up to the totals",
+    ),
 ];
+
+/// Every invariant the runner checks in every run, by name.
+pub fn invariant_names() -> impl Iterator<Item = &'static str> {
+    crate::observe::PROTOCOL_INVARIANTS
+        .iter()
+        .chain(HARNESS_INVARIANTS)
+        .map(|(n, _)| *n)
+}
 
 /// Look up a dotted path (`errors_sent.BUSY`) in a stats object.
 pub fn stat(stats: &serde_json::Value, path: &str) -> Option<f64> {
@@ -118,24 +132,13 @@ pub fn evaluate(loaded: &Loaded, out: &RunOutput) -> Vec<CheckResult> {
     let host = |name: &str| out.hosts.iter().find(|h| h.name == name);
 
     // Invariants, always.
-    for rule in [
-        "no_data_before_start_confirm",
-        "no_amplification_before_start_confirm",
-    ] {
+    for &(rule, expected) in crate::observe::PROTOCOL_INVARIANTS {
         let found: Vec<_> = out
             .observer
             .violations
             .iter()
             .filter(|v| v.rule == rule)
             .collect();
-        let expected = match rule {
-            "no_data_before_start_confirm" => {
-                "the responder sends no DATA to a tuple before a START_CONFIRM for that stream reached it (unless IMMEDIATE was granted)"
-            }
-            _ => {
-                "before START_CONFIRM the responder never sends a tuple more bytes than it received from it"
-            }
-        };
         let mut c = CheckResult::new(
             format!("invariant.{rule}"),
             found.is_empty(),
@@ -166,7 +169,7 @@ pub fn evaluate(loaded: &Loaded, out: &RunOutput) -> Vec<CheckResult> {
     checks.push(CheckResult::new(
         "invariant.no_panic",
         panics.is_empty(),
-        "no host task panics or fails",
+        HARNESS_INVARIANTS[0].1,
         if panics.is_empty() {
             "none".to_string()
         } else {
@@ -214,6 +217,42 @@ pub fn evaluate(loaded: &Loaded, out: &RunOutput) -> Vec<CheckResult> {
                 .map(|v| format!("{}: {}", v.at, v.message))
                 .collect::<Vec<_>>()
                 .join("; ")
+        },
+    ));
+
+    let unbalanced: Vec<String> = out
+        .links
+        .iter()
+        .filter_map(|((from, to), l)| {
+            let mut sum = crate::runner::Fates::default();
+            for w in &l.windows {
+                sum.datagrams += w.fates.datagrams;
+                sum.sent += w.fates.sent;
+                sum.delivered += w.fates.delivered;
+                for (k, n) in &w.fates.dropped {
+                    *sum.dropped.entry(k).or_default() += n;
+                }
+            }
+            let ok = l.fates.balanced()
+                && l.fates.in_flight == 0
+                && l.windows.iter().all(|w| w.fates.balanced())
+                && sum == l.fates;
+            (!ok).then(|| {
+                format!(
+                    "{from}->{to}: sent {} = delivered {} + dropped {:?} + undecided {}; windows {:?}",
+                    l.fates.sent, l.fates.delivered, l.fates.dropped, l.fates.in_flight, sum
+                )
+            })
+        })
+        .collect();
+    checks.push(CheckResult::new(
+        "invariant.link_accounting",
+        unbalanced.is_empty(),
+        HARNESS_INVARIANTS[3].1,
+        if unbalanced.is_empty() {
+            "held".to_string()
+        } else {
+            unbalanced.join("; ")
         },
     ));
 

@@ -15,9 +15,37 @@ use streamlab::wire::Frame;
 
 use crate::trace::{Origin, TraceEvent};
 
+const START: u8 = 1;
 const START_ACK: u8 = 2;
+const START_CONFIRM: u8 = 3;
 const DATA: u8 = 16;
 const FLAG_IMMEDIATE: u16 = 0x0002;
+
+/// The media stream's always-on invariants: name and one-line contract.
+/// Each judges a side by what the other side asked for and what the wire
+/// showed, never by a side's own claim.
+pub(crate) const PROTOCOL_INVARIANTS: &[(&str, &str)] = &[
+    (
+        "no_data_before_start_confirm",
+        "the responder sends no DATA to a tuple before a START_CONFIRM for that stream reached it, unless IMMEDIATE was validly granted (the peer's START asked for it and allow_immediate is set)",
+    ),
+    (
+        "no_amplification_before_start_confirm",
+        "before START_CONFIRM (or a validly granted IMMEDIATE) the responder never sends a tuple more bytes than it received from it",
+    ),
+    (
+        "immediate_only_when_requested_and_allowed",
+        "a START_ACK carries IMMEDIATE only if that tuple's START asked for it and the responder's configuration allows it (spec §3.3)",
+    ),
+    (
+        "start_ack_only_for_a_received_start",
+        "the responder sends START_ACK only for a stream whose well-formed START reached it from that tuple",
+    ),
+    (
+        "start_confirm_only_after_start_ack",
+        "the initiator sends START_CONFIRM only for a stream a START_ACK (or DATA under a requested IMMEDIATE) acknowledged to it",
+    ),
+];
 
 /// Where in the trace something was seen.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
@@ -39,11 +67,20 @@ pub struct Violation {
     pub position: TracePosition,
 }
 
+/// What the invariants track per (responder, peer) tuple. Everything here
+/// is what the *other* side asked for or what the wire showed, never a
+/// side's own claim.
 #[derive(Debug, Default)]
 struct TupleState {
+    /// Streams whose well-formed START reached the responder from the peer.
+    started: BTreeSet<u64>,
+    /// Of those, the ones whose START asked for IMMEDIATE.
+    requested_immediate: BTreeSet<u64>,
     /// Streams the responder sent a START_ACK for.
     acked: BTreeSet<u64>,
     confirmed: BTreeSet<u64>,
+    /// Streams the responder granted IMMEDIATE *validly*: the peer asked
+    /// for it and the responder's configuration allows it.
     immediate: BTreeSet<u64>,
     validated: bool,
     received: u64,
@@ -57,11 +94,24 @@ pub(crate) struct Handshake {
     pub(crate) done: bool,
 }
 
+/// What the scenario configured for a responder that the invariants need.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub(crate) struct ServerPolicy {
+    /// `allow_immediate` of its configuration.
+    pub(crate) allow_immediate: bool,
+}
+
 /// The observer. Feed it every trace event in order.
 pub(crate) struct Observer {
     names: BTreeMap<Ipv4Addr, String>,
-    servers: BTreeSet<SocketAddrV4>,
+    servers: BTreeMap<SocketAddrV4, ServerPolicy>,
     clients: BTreeMap<SocketAddrV4, (String, SocketAddrV4)>,
+    /// Per client socket: streams a well-formed START_ACK reached it for,
+    /// and streams DATA reached it for (an implicit START_ACK under
+    /// IMMEDIATE, spec §3.3).
+    client_acked: BTreeMap<SocketAddrV4, BTreeSet<u64>>,
+    /// Per client socket: streams whose START asked for IMMEDIATE.
+    client_requested_immediate: BTreeMap<SocketAddrV4, BTreeSet<u64>>,
     tuples: BTreeMap<(SocketAddrV4, SocketAddrV4), TupleState>,
     pub(crate) handshakes: BTreeMap<String, Handshake>,
     counts: Vec<(FrameCount, u64)>,
@@ -74,13 +124,15 @@ pub(crate) struct Observer {
 impl Observer {
     pub(crate) fn new(
         names: BTreeMap<Ipv4Addr, String>,
-        servers: BTreeSet<SocketAddrV4>,
+        servers: BTreeMap<SocketAddrV4, ServerPolicy>,
         counts: &[FrameCount],
     ) -> Self {
         Observer {
             names,
             servers,
             clients: BTreeMap::new(),
+            client_acked: BTreeMap::new(),
+            client_requested_immediate: BTreeMap::new(),
             tuples: BTreeMap::new(),
             handshakes: BTreeMap::new(),
             counts: counts.iter().map(|c| (c.clone(), 0)).collect(),
@@ -94,6 +146,8 @@ impl Observer {
     /// A client host bound `addr` and streams from `server`.
     pub(crate) fn register_client(&mut self, host: &str, addr: SocketAddrV4, server: SocketAddrV4) {
         self.clients.insert(addr, (host.to_string(), server));
+        self.client_acked.insert(addr, BTreeSet::new());
+        self.client_requested_immediate.remove(&addr);
         // A restarted client starts a new handshake.
         self.handshakes
             .insert(host.to_string(), Handshake::default());
@@ -222,7 +276,13 @@ impl Observer {
                 }
             }
         }
-        if !by_app || !self.servers.contains(&src) {
+        if by_app && self.clients.contains_key(&src) {
+            self.on_client_sent(src, dst, bytes);
+        }
+        let Some(policy) = self.servers.get(&src).copied() else {
+            return;
+        };
+        if !by_app {
             return;
         }
         let pos = self.position();
@@ -230,9 +290,34 @@ impl Observer {
         let t = self.tuples.entry((src, dst)).or_default();
         if ty == Some(START_ACK) {
             if let Some(sid) = sid {
+                if !t.started.contains(&sid) {
+                    self.violations.push(Violation {
+                        rule: "start_ack_only_for_a_received_start",
+                        message: format!(
+                            "the responder at {src} sent START_ACK for stream 0x{sid:016x} to {dst} ({peer_name}), but no well-formed START for that stream had reached it from there"
+                        ),
+                        position: pos,
+                    });
+                }
                 t.acked.insert(sid);
                 if flags(bytes) & FLAG_IMMEDIATE != 0 {
-                    t.immediate.insert(sid);
+                    let asked = t.requested_immediate.contains(&sid);
+                    if asked && policy.allow_immediate {
+                        t.immediate.insert(sid);
+                    } else {
+                        let why = if asked {
+                            "its configuration does not allow IMMEDIATE (allow_immediate is false)"
+                        } else {
+                            "the peer's START did not ask for it"
+                        };
+                        self.violations.push(Violation {
+                            rule: "immediate_only_when_requested_and_allowed",
+                            message: format!(
+                                "the responder at {src} granted IMMEDIATE for stream 0x{sid:016x} to {dst} ({peer_name}), but {why} (spec §3.3)"
+                            ),
+                            position: pos,
+                        });
+                    }
                 }
             }
         }
@@ -279,11 +364,42 @@ impl Observer {
                 }
             }
         }
-        if !self.servers.contains(&dst) {
+        if let Some(acked) = self.client_acked.get_mut(&dst) {
+            // A well-formed START_ACK, or DATA under a requested IMMEDIATE,
+            // acknowledges the client's stream.
+            match streamlab::wire::parse(bytes) {
+                Ok(Frame::StartAck(_)) => {
+                    if let Some(sid) = stream_id(bytes) {
+                        acked.insert(sid);
+                    }
+                }
+                Ok(Frame::Data(_)) => {
+                    if let Some(sid) = stream_id(bytes) {
+                        let asked = self
+                            .client_requested_immediate
+                            .get(&dst)
+                            .is_some_and(|r| r.contains(&sid));
+                        if asked {
+                            acked.insert(sid);
+                        }
+                    }
+                }
+                _ => {}
+            }
+        }
+        if !self.servers.contains_key(&dst) {
             return;
         }
         let t = self.tuples.entry((dst, src)).or_default();
         t.received += bytes.len() as u64;
+        if let Ok(Frame::Start(_)) = streamlab::wire::parse(bytes) {
+            if let Some(sid) = stream_id(bytes) {
+                t.started.insert(sid);
+                if flags(bytes) & FLAG_IMMEDIATE != 0 {
+                    t.requested_immediate.insert(sid);
+                }
+            }
+        }
         // A START_CONFIRM confirms only if it is well-formed and names a
         // stream the responder acknowledged to this tuple.
         if let Ok(Frame::StartConfirm(c)) = streamlab::wire::parse(bytes) {
@@ -291,6 +407,40 @@ impl Observer {
                 t.confirmed.insert(c.stream_id);
                 t.validated = true;
             }
+        }
+    }
+}
+
+impl Observer {
+    /// The initiator's side: it confirms only what the responder
+    /// acknowledged on the wire.
+    fn on_client_sent(&mut self, src: SocketAddrV4, dst: SocketAddrV4, bytes: &[u8]) {
+        let Some(sid) = stream_id(bytes) else { return };
+        match bytes.first().copied() {
+            Some(START) if flags(bytes) & FLAG_IMMEDIATE != 0 => {
+                self.client_requested_immediate
+                    .entry(src)
+                    .or_default()
+                    .insert(sid);
+            }
+            Some(START_CONFIRM) => {
+                let acked = self
+                    .client_acked
+                    .get(&src)
+                    .is_some_and(|a| a.contains(&sid));
+                if !acked {
+                    let pos = self.position();
+                    let peer = self.name(&dst);
+                    self.violations.push(Violation {
+                        rule: "start_confirm_only_after_start_ack",
+                        message: format!(
+                            "the initiator at {src} sent START_CONFIRM for stream 0x{sid:016x} to {dst} ({peer}), but no START_ACK for that stream (nor DATA under a requested IMMEDIATE) had reached it"
+                        ),
+                        position: pos,
+                    });
+                }
+            }
+            _ => {}
         }
     }
 }
@@ -365,7 +515,10 @@ mod tests {
                 (*CLIENT.ip(), "client".to_string()),
             ]
             .into();
-            let mut o = Observer::new(names, [SERVER].into(), &[]);
+            let policy = ServerPolicy {
+                allow_immediate: true,
+            };
+            let mut o = Observer::new(names, [(SERVER, policy)].into(), &[]);
             o.register_client("client", CLIENT, SERVER);
             Run { o, next: 1, t: 0 }
         }
@@ -459,6 +612,73 @@ mod tests {
     }
 
     #[test]
+    fn a_responder_granting_immediate_unasked_is_named_and_gets_no_waiver() {
+        let mut r = Run::new();
+        // START without IMMEDIATE; the responder's START_ACK claims it anyway
+        // and it streams at once.
+        r.send(CLIENT, SERVER, control(1, 1, 7, 64));
+        r.send(SERVER, CLIENT, control(2, 3, 7, 14));
+        r.send(SERVER, CLIENT, data(7, 1));
+        assert_eq!(
+            r.rules(),
+            [
+                "immediate_only_when_requested_and_allowed",
+                "no_data_before_start_confirm"
+            ]
+        );
+        assert!(r.o.violations[0].message.contains("did not ask for it"));
+    }
+
+    #[test]
+    fn immediate_granted_against_the_responders_configuration_is_named() {
+        let mut r = Run::new();
+        r.o.servers.insert(SERVER, ServerPolicy::default());
+        r.send(CLIENT, SERVER, control(1, 3, 7, 64));
+        r.send(SERVER, CLIENT, control(2, 3, 7, 14));
+        assert_eq!(r.rules(), ["immediate_only_when_requested_and_allowed"]);
+        assert!(
+            r.o.violations[0]
+                .message
+                .contains("allow_immediate is false")
+        );
+    }
+
+    #[test]
+    fn a_start_ack_without_a_start_is_named() {
+        let mut r = Run::new();
+        r.send(SERVER, CLIENT, control(2, 1, 7, 14));
+        assert_eq!(
+            r.rules(),
+            [
+                "start_ack_only_for_a_received_start",
+                "no_amplification_before_start_confirm"
+            ]
+        );
+    }
+
+    #[test]
+    fn an_initiator_confirming_what_was_never_acknowledged_is_named() {
+        let mut r = Run::new();
+        r.send(CLIENT, SERVER, control(1, 1, 7, 64));
+        r.send(SERVER, CLIENT, control(2, 1, 7, 14));
+        r.send(CLIENT, SERVER, control(3, 0, 7, 14));
+        assert!(r.rules().is_empty(), "{:?}", r.o.violations);
+        // Another stream id: no START_ACK ever named it.
+        r.send(CLIENT, SERVER, control(3, 0, 8, 14));
+        assert_eq!(r.rules(), ["start_confirm_only_after_start_ack"]);
+    }
+
+    #[test]
+    fn data_stands_in_for_a_lost_start_ack_only_under_a_requested_immediate() {
+        let mut r = Run::new();
+        r.send(CLIENT, SERVER, control(1, 3, 7, 64));
+        r.send(SERVER, CLIENT, control(2, 3, 7, 14));
+        r.send(SERVER, CLIENT, data(7, 1));
+        r.send(CLIENT, SERVER, control(3, 0, 7, 14));
+        assert!(r.rules().is_empty(), "{:?}", r.o.violations);
+    }
+
+    #[test]
     fn a_start_confirm_for_an_unacknowledged_stream_confirms_nothing() {
         let mut r = Run::new();
         r.send(CLIENT, SERVER, control(1, 1, 7, 64));
@@ -469,7 +689,13 @@ mod tests {
         bad.truncate(13);
         r.send(CLIENT, SERVER, bad);
         r.send(SERVER, CLIENT, data(7, 1));
-        assert_eq!(r.rules(), ["no_data_before_start_confirm"]);
+        assert_eq!(
+            r.rules(),
+            [
+                "start_confirm_only_after_start_ack",
+                "no_data_before_start_confirm"
+            ]
+        );
     }
 
     #[test]

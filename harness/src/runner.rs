@@ -3,7 +3,7 @@
 //! injections, and returns everything the checks and reports need.
 
 use std::cell::RefCell;
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::fs::File;
 use std::io::BufWriter;
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
@@ -26,7 +26,7 @@ use tracing::Instrument;
 use crate::capture::{CaptureFormat, CaptureWriter};
 use crate::inject;
 use crate::network::{HostState, Network, SimSocket, nic, v4};
-use crate::observe::Observer;
+use crate::observe::{Observer, ServerPolicy};
 use crate::rules::RuleSet;
 use crate::scenario::{Action, Loaded, Role};
 use crate::trace::{HostInfo, Origin, TraceEvent, TraceSink};
@@ -268,12 +268,17 @@ pub fn run(loaded: &Loaded, opts: &RunOptions) -> RunOutput {
     let default_link = sc.default_link.clone().unwrap_or_default();
 
     // Observer and capture, fed by the network's recorder.
-    let servers: BTreeSet<SocketAddrV4> = loaded
+    let servers: BTreeMap<SocketAddrV4, ServerPolicy> = loaded
         .roles
         .iter()
         .enumerate()
         .filter_map(|(i, r)| match r {
-            Role::Server { port, .. } => Some(SocketAddrV4::new(ips[i], *port)),
+            Role::Server { port, config } => Some((
+                SocketAddrV4::new(ips[i], *port),
+                ServerPolicy {
+                    allow_immediate: config.allow_immediate,
+                },
+            )),
             _ => None,
         })
         .collect();
@@ -464,7 +469,7 @@ pub fn run(loaded: &Loaded, opts: &RunOptions) -> RunOutput {
             let mut o = rc.borrow_mut();
             std::mem::replace(
                 &mut *o,
-                Observer::new(BTreeMap::new(), BTreeSet::new(), &[]),
+                Observer::new(BTreeMap::new(), BTreeMap::new(), &[]),
             )
         }
     };
