@@ -300,6 +300,14 @@ pub fn evaluate(loaded: &Loaded, out: &RunOutput) -> Vec<CheckResult> {
                 " ms",
             ));
         }
+        if let Some(bound) = &he.finished_at_ms {
+            checks.push(bound_check(
+                format!("{p}.finished_at_ms"),
+                bound,
+                h.finished_at_ms,
+                " ms",
+            ));
+        }
         if let Some(want) = &he.handshake {
             let seen = out
                 .observer
@@ -320,6 +328,23 @@ pub fn evaluate(loaded: &Loaded, out: &RunOutput) -> Vec<CheckResult> {
                     fmt(&seen)
                 },
             ));
+        }
+    }
+    for (i, le) in loaded.scenario.expect.links.iter().enumerate() {
+        let json =
+            crate::report::link_report_json(out.links.get(&(le.from.clone(), le.to.clone())));
+        for (path, bound) in &le.stats {
+            let v = crate::report::link_stat(&json, path);
+            let mut c = bound_check(
+                format!("expect.links[{i}].{}->{}.{path}", le.from, le.to),
+                bound,
+                v,
+                "",
+            );
+            if v.is_none() {
+                c.observed = format!("no link statistic named {path:?}");
+            }
+            checks.push(c);
         }
     }
     for (i, (fc, n)) in out.observer.counts().iter().enumerate() {

@@ -12,7 +12,7 @@ use serde::Serialize;
 use streamlab_impair::{LinkConfig, LinkStatsReport};
 
 use crate::checks::{CheckResult, evaluate};
-use crate::runner::{EndReason, HostResult, RunOutput};
+use crate::runner::{EndReason, Fates, HostResult, LinkOutput, RunOutput, WindowOutput};
 
 fn ms(t: streamlab::time::SimTime) -> f64 {
     t.as_micros() as f64 / 1000.0
@@ -59,6 +59,161 @@ pub struct LinkReport {
     /// copies it let through count as delivered there, whatever the network
     /// did to them afterwards).
     pub engine: LinkStatsReport,
+}
+
+/// Every cause a link direction's `dropped` can name.
+pub const DROP_CAUSES: &[&str] = &[
+    "loss",
+    "mtu",
+    "queue_full",
+    "corrupt_checksum",
+    "receive_buffer_full",
+    "rule",
+    "no_route",
+    "partition",
+    "host_down",
+    "port_unreachable",
+    "socket_closed",
+    "run_end",
+];
+
+/// Every cause the engine's own `dropped` can name.
+const ENGINE_DROP_CAUSES: &[&str] = &["loss", "mtu", "queue_full", "external"];
+
+/// The report entry of one link direction.
+pub fn link_report(from: String, to: String, l: LinkOutput) -> LinkReport {
+    LinkReport {
+        from,
+        to,
+        datagrams: l.fates.datagrams,
+        sent: l.fates.sent,
+        delivered: l.fates.delivered,
+        loss_rate: l.fates.loss_rate(),
+        dropped: l.fates.dropped,
+        configured: l
+            .windows
+            .into_iter()
+            .map(|w| WindowReport {
+                at_ms: ms(w.from),
+                until_ms: w.until.map(ms),
+                warnings: w.config.warnings(),
+                config: w.config,
+                datagrams: w.fates.datagrams,
+                sent: w.fates.sent,
+                delivered: w.fates.delivered,
+                loss_rate: w.fates.loss_rate(),
+                dropped: w.fates.dropped,
+                engine: w.realized,
+            })
+            .collect(),
+        engine: l.realized,
+    }
+}
+
+/// A link direction's report entry as JSON, for expectations: a direction
+/// that carried no traffic reads as all zeros.
+pub fn link_report_json(l: Option<&LinkOutput>) -> serde_json::Value {
+    let l = l.cloned().unwrap_or_else(empty_link);
+    serde_json::to_value(link_report(String::new(), String::new(), l)).unwrap_or_default()
+}
+
+fn empty_link() -> LinkOutput {
+    let realized = streamlab_impair::LinkStats::new().finish();
+    LinkOutput {
+        windows: vec![WindowOutput {
+            from: streamlab::time::SimTime::ZERO,
+            until: None,
+            config: LinkConfig::default(),
+            fates: Fates::default(),
+            realized: realized.clone(),
+        }],
+        fates: Fates::default(),
+        realized,
+    }
+}
+
+/// Look up a dotted path in a link report entry: numeric segments index
+/// arrays (`configured.1.delivered`); a by-cause counter that never fired
+/// reads 0.
+pub fn link_stat(report: &serde_json::Value, path: &str) -> Option<f64> {
+    let mut v = report;
+    let parts: Vec<&str> = path.split('.').collect();
+    for (i, part) in parts.iter().enumerate() {
+        let next = match v {
+            serde_json::Value::Array(a) => part.parse::<usize>().ok().and_then(|k| a.get(k)),
+            _ => v.get(part),
+        };
+        match next {
+            Some(n) => v = n,
+            // An absent key of a by-name map (the last segment) is a zero.
+            None if i + 1 == parts.len() && v.is_object() && i > 0 => return Some(0.0),
+            None => return None,
+        }
+    }
+    match v {
+        serde_json::Value::Number(n) => n.as_f64(),
+        _ => None,
+    }
+}
+
+/// Whether `path` names a link statistic (see [`link_stat`]).
+pub fn is_link_stat_path(path: &str) -> bool {
+    link_stat_names().iter().any(|pattern| {
+        let (p, q): (Vec<&str>, Vec<&str>) =
+            (pattern.split('.').collect(), path.split('.').collect());
+        p.len() == q.len()
+            && p.iter().zip(&q).all(|(p, q)| match *p {
+                "<window>" => q.parse::<usize>().is_ok(),
+                "<length>" => q.parse::<u64>().is_ok_and(|n| n > 0),
+                _ => p == q,
+            })
+    })
+}
+
+/// The link statistic paths expectations can name (`<window>` is a window
+/// number, `<length>` a loss-burst length).
+pub fn link_stat_names() -> Vec<String> {
+    fn engine(prefix: &str, out: &mut Vec<String>) {
+        for k in [
+            "packets",
+            "copies",
+            "delivered",
+            "loss_rate",
+            "mean_loss_burst",
+            "max_loss_burst",
+            "duplicate_rate",
+            "corrupt_rate",
+            "corrupt_caught_by_checksum",
+            "reorder_rate",
+            "reordered_by_netem",
+            "delivered_bytes",
+            "throughput_bytes_per_second",
+        ] {
+            out.push(format!("{prefix}{k}"));
+        }
+        for k in ["mean", "p50", "p90", "p99", "max"] {
+            out.push(format!("{prefix}delay_ms.{k}"));
+        }
+        for c in ENGINE_DROP_CAUSES {
+            out.push(format!("{prefix}dropped.{c}"));
+        }
+        out.push(format!("{prefix}loss_bursts.<length>"));
+    }
+    fn fates(prefix: &str, out: &mut Vec<String>) {
+        for k in ["datagrams", "sent", "delivered", "loss_rate"] {
+            out.push(format!("{prefix}{k}"));
+        }
+        for c in DROP_CAUSES {
+            out.push(format!("{prefix}dropped.{c}"));
+        }
+        engine(&format!("{prefix}engine."), out);
+    }
+    let mut out = Vec::new();
+    fates("", &mut out);
+    out.push("configured.<window>.at_ms".into());
+    out.push("configured.<window>.until_ms".into());
+    fates("configured.<window>.", &mut out);
+    out
 }
 
 /// One configuration of a link direction and its realized statistics.
@@ -161,32 +316,7 @@ impl RunReport {
         let links = out
             .links
             .into_iter()
-            .map(|((from, to), l)| LinkReport {
-                from,
-                to,
-                datagrams: l.fates.datagrams,
-                sent: l.fates.sent,
-                delivered: l.fates.delivered,
-                loss_rate: l.fates.loss_rate(),
-                dropped: l.fates.dropped,
-                configured: l
-                    .windows
-                    .into_iter()
-                    .map(|w| WindowReport {
-                        at_ms: ms(w.from),
-                        until_ms: w.until.map(ms),
-                        warnings: w.config.warnings(),
-                        config: w.config,
-                        datagrams: w.fates.datagrams,
-                        sent: w.fates.sent,
-                        delivered: w.fates.delivered,
-                        loss_rate: w.fates.loss_rate(),
-                        dropped: w.fates.dropped,
-                        engine: w.realized,
-                    })
-                    .collect(),
-                engine: l.realized,
-            })
+            .map(|((from, to), l)| link_report(from, to, l))
             .collect();
         RunReport {
             scenario: loaded.scenario.name.clone(),

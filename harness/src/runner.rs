@@ -104,6 +104,7 @@ struct HostRecord {
     clock_start: SimTime,
     incarnations: u32,
     finished: bool,
+    finished_at: Option<SimTime>,
     driver_error: Option<String>,
     events: Vec<String>,
     events_dropped: u64,
@@ -127,6 +128,8 @@ pub struct HostResult {
     pub error: Option<String>,
     /// Clients: the error's full message when failed.
     pub error_message: Option<String>,
+    /// Clients: simulated time at which the protocol run finished, ms.
+    pub finished_at_ms: Option<f64>,
     /// The machine's counters (last incarnation).
     pub stats: serde_json::Value,
     /// Client state at the end (for stall reports).
@@ -337,6 +340,7 @@ pub fn run(loaded: &Loaded, opts: &RunOptions) -> RunOutput {
                 clock_start: SimTime::ZERO,
                 incarnations: 0,
                 finished: false,
+                finished_at: None,
                 driver_error: None,
                 events: Vec::new(),
                 events_dropped: 0,
@@ -643,6 +647,7 @@ async fn host_main(ctx: Rc<HostCtx>, i: usize) -> turmoil::Result {
         let mut recs = ctx.records.borrow_mut();
         recs[i].incarnations += 1;
         recs[i].finished = false;
+        recs[i].finished_at = None;
         recs[i].incarnations
     };
     let app = async {
@@ -740,6 +745,7 @@ async fn drive<M: Machine>(ctx: &HostCtx, i: usize, machine: Rc<RefCell<M>>, soc
         recs[i].driver_error = Some(e.to_string());
     }
     recs[i].finished = true;
+    recs[i].finished_at = Some(sim_now());
 }
 
 fn collect_hosts(
@@ -764,6 +770,7 @@ fn collect_hosts(
                 outcome: None,
                 error: None,
                 error_message: None,
+                finished_at_ms: None,
                 stats: serde_json::Value::Null,
                 state: None,
                 incarnations: r.incarnations,
@@ -779,6 +786,7 @@ fn collect_hosts(
                     }
                 }
                 HostMachine::Client(m) => {
+                    h.finished_at_ms = r.finished_at.map(|t| t.as_micros() as f64 / 1000.0);
                     let m = m.borrow();
                     h.stats = serde_json::to_value(m.stats()).unwrap_or_default();
                     h.state = Some(format!("{:?}", m.state()));

@@ -579,6 +579,10 @@ pub struct HostExpect {
     /// Client hosts: bounds on time from the first START to streaming.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub time_to_stream_ms: Option<Bound>,
+    /// Client hosts: bounds on the simulated time at which the protocol run
+    /// finished (completed or failed), ms since the start of the run.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub finished_at_ms: Option<Bound>,
     /// Client hosts: the control frames exchanged with the server before the
     /// first DATA reached the client, in send order, as sent on the wire
     /// (e.g. `["START", "START_ACK", "START_CONFIRM"]`).
@@ -621,6 +625,22 @@ pub enum CountPoint {
     Delivered,
 }
 
+/// Expectations about one link direction's statistics.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct LinkExpect {
+    /// Sending host.
+    pub from: String,
+    /// Receiving host.
+    pub to: String,
+    /// Bounds by dotted path into the direction's report entry, e.g.
+    /// `delivered`, `dropped.partition`, `loss_rate`,
+    /// `engine.delay_ms.mean`, `engine.reorder_rate`, or a window's
+    /// `configured.1.dropped.loss` (windows numbered from 0). A by-cause
+    /// counter that never fired reads 0.
+    pub stats: BTreeMap<String, Bound>,
+}
+
 /// What the run must show. Invariants (no DATA before START_CONFIRM, no
 /// amplification, no panic, no stall, no datagram the trace did not send)
 /// are always checked and need no entry here.
@@ -633,6 +653,9 @@ pub struct Expect {
     /// Counts of frames on the wire.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub frames: Vec<FrameCount>,
+    /// Realized statistics of link directions.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub links: Vec<LinkExpect>,
 }
 
 /// A problem with a scenario file.
@@ -1242,11 +1265,12 @@ fn validate(s: &Scenario) -> Result<Vec<Role>, Vec<ScenarioError>> {
             && (he.outcome.is_some()
                 || he.error.is_some()
                 || he.time_to_stream_ms.is_some()
+                || he.finished_at_ms.is_some()
                 || he.handshake.is_some())
         {
             errs.push(ScenarioError::at(
                 p.clone(),
-                "outcome, error, time_to_stream_ms and handshake apply to client hosts only",
+                "outcome, error, time_to_stream_ms, finished_at_ms and handshake apply to client hosts only",
             ));
         }
         if he.error.is_some() && he.outcome == Some(OutcomeKind::Completed) {
@@ -1269,6 +1293,28 @@ fn validate(s: &Scenario) -> Result<Vec<Role>, Vec<ScenarioError>> {
                 format!("{p}.code"),
                 "only ERROR frames have a code",
             ));
+        }
+    }
+    for (i, l) in s.expect.links.iter().enumerate() {
+        let p = format!("$.expect.links[{i}]");
+        host(&l.from, format!("{p}.from"), &mut errs);
+        host(&l.to, format!("{p}.to"), &mut errs);
+        if l.from == l.to {
+            errs.push(ScenarioError::at(
+                format!("{p}.to"),
+                "a link direction joins two different hosts",
+            ));
+        }
+        for path in l.stats.keys() {
+            if !crate::report::is_link_stat_path(path) {
+                errs.push(ScenarioError::at(
+                    format!("{p}.stats.{path}"),
+                    format!(
+                        "no link statistic named {path:?}; names are: {}",
+                        crate::report::link_stat_names().join(", ")
+                    ),
+                ));
+            }
         }
     }
     if errs.is_empty() {

@@ -209,3 +209,44 @@ fn held_copies_wait_for_release_or_the_end_of_the_run() {
     );
     assert_books_balance(&r);
 }
+
+/// Link and timing expectations are checked both ways: the partition test's
+/// facts as a scenario would state them pass, and a wrong bound fails with
+/// the observed value.
+#[test]
+fn link_and_finish_time_expectations_bound_both_ways() {
+    let text = |delivered: &str| {
+        format!(
+            r#"{{
+      "name": "cut_expectations",
+      "seed": 9,
+      "duration_ms": 10000,
+      "hosts": [ {{ "name": "server", "server": {{}} }}, {{ "name": "client", "client": {{ "target": "server" }} }} ],
+      "timeline": [ {{ "at_ms": 0, "partition": {{ "from": "client", "to": "server" }} }} ],
+      "expect": {{
+        "hosts": {{ "client": {{ "outcome": "failed", "finished_at_ms": {{ "min": 3500, "max": 3500 }} }} }},
+        "links": [ {{ "from": "client", "to": "server", "stats": {{
+            "sent": {{ "eq": 3 }}, "dropped.partition": {{ "eq": 3 }}, "dropped.loss": {{ "eq": 0 }},
+            "loss_rate": {{ "eq": 1 }}, "configured.0.delivered": {{ "eq": 0 }}, "delivered": {delivered} }} }} ]
+      }}
+    }}"#
+        )
+    };
+    let r = run_text(&text(r#"{ "eq": 0 }"#));
+    assert_eq!(r.verdict, Verdict::Pass, "{}", r.failure_text());
+    let r = run_text(&text(r#"{ "min": 1 }"#));
+    let c = r
+        .checks
+        .iter()
+        .find(|c| c.name == "expect.links[0].client->server.delivered")
+        .expect("checked");
+    assert!(!c.passed && c.observed == "0", "{c:?}");
+    // A misspelt statistic is refused before the run.
+    let bad = text(r#"{ "eq": 0 }"#).replace("dropped.partition", "dropped.partiton");
+    let errs = parse(&bad, "inline.json").expect_err("refused");
+    assert!(
+        errs.iter()
+            .any(|e| e.path.contains("dropped.partiton") && e.message.contains("no link statistic")),
+        "{errs:?}"
+    );
+}
