@@ -8,8 +8,8 @@ use std::rc::Rc;
 use std::time::Duration;
 
 use rand::RngCore;
-use streamlab::seed::named_rng;
-use streamlab::time::{SimTime, duration_micros};
+use streamlab_core::seed::named_rng;
+use streamlab_core::time::{SimTime, duration_micros};
 
 use crate::network::{Network, SimSocket};
 use crate::scenario::{FrameKind, FrameSpec, InjectDatagram, parse_hex};

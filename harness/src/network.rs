@@ -43,8 +43,8 @@ use std::net::{IpAddr, Ipv4Addr, SocketAddr, SocketAddrV4};
 use std::rc::Rc;
 
 use serde::Serialize;
-use streamlab::driver::DatagramSocket;
-use streamlab::time::{SimTime, duration_micros};
+use streamlab_core::driver::DatagramSocket;
+use streamlab_core::time::{SimTime, duration_micros};
 use streamlab_impair::{
     CopyFate, CopyIndex, Corruption, DropReason, LinkConfig, LinkDirection, LinkStats,
     LinkStatsReport, PacketId, Verdict,

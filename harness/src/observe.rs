@@ -8,10 +8,10 @@ use std::net::{Ipv4Addr, SocketAddrV4};
 
 use serde::Serialize;
 use sha2::{Digest, Sha256};
-use streamlab::time::SimTime;
+use streamlab_core::time::SimTime;
 
 use crate::scenario::{CountPoint, FrameCount, FrameKind};
-use streamlab::wire::Frame;
+use streamlab_mediastream::wire::Frame;
 
 use crate::trace::{Origin, TraceEvent};
 
@@ -367,7 +367,7 @@ impl Observer {
         if let Some(acked) = self.client_acked.get_mut(&dst) {
             // A well-formed START_ACK, or DATA under a requested IMMEDIATE,
             // acknowledges the client's stream.
-            match streamlab::wire::parse(bytes) {
+            match streamlab_mediastream::wire::parse(bytes) {
                 Ok(Frame::StartAck(_)) => {
                     if let Some(sid) = stream_id(bytes) {
                         acked.insert(sid);
@@ -392,7 +392,7 @@ impl Observer {
         }
         let t = self.tuples.entry((dst, src)).or_default();
         t.received += bytes.len() as u64;
-        if let Ok(Frame::Start(_)) = streamlab::wire::parse(bytes) {
+        if let Ok(Frame::Start(_)) = streamlab_mediastream::wire::parse(bytes) {
             if let Some(sid) = stream_id(bytes) {
                 t.started.insert(sid);
                 if flags(bytes) & FLAG_IMMEDIATE != 0 {
@@ -402,7 +402,7 @@ impl Observer {
         }
         // A START_CONFIRM confirms only if it is well-formed and names a
         // stream the responder acknowledged to this tuple.
-        if let Ok(Frame::StartConfirm(c)) = streamlab::wire::parse(bytes) {
+        if let Ok(Frame::StartConfirm(c)) = streamlab_mediastream::wire::parse(bytes) {
             if t.acked.contains(&c.stream_id) {
                 t.confirmed.insert(c.stream_id);
                 t.validated = true;

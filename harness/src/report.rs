@@ -14,7 +14,7 @@ use streamlab_impair::{LinkConfig, LinkStatsReport};
 use crate::checks::{CheckResult, evaluate};
 use crate::runner::{EndReason, Fates, HostResult, LinkOutput, RunOutput, WindowOutput};
 
-fn ms(t: streamlab::time::SimTime) -> f64 {
+fn ms(t: streamlab_core::time::SimTime) -> f64 {
     t.as_micros() as f64 / 1000.0
 }
 use crate::scenario::Loaded;
@@ -121,7 +121,7 @@ fn empty_link() -> LinkOutput {
     let realized = streamlab_impair::LinkStats::new().finish();
     LinkOutput {
         windows: vec![WindowOutput {
-            from: streamlab::time::SimTime::ZERO,
+            from: streamlab_core::time::SimTime::ZERO,
             until: None,
             config: LinkConfig::default(),
             fates: Fates::default(),

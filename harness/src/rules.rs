@@ -1,7 +1,7 @@
 //! Scenario rewrite rules: protocol-aware faults applied to matching
 //! datagrams on a link direction, before the link's impairments.
 
-use streamlab::time::SimTime;
+use streamlab_core::time::SimTime;
 
 use crate::scenario::{FrameKind, RewriteRule, RuleAction, parse_hex};
 

@@ -13,12 +13,12 @@ use std::time::{Duration, SystemTime};
 
 use rand::RngCore;
 use serde::Serialize;
-use streamlab::driver::{Driver, Observation};
-use streamlab::machine::{Machine, Transmit};
-use streamlab::proto::{Initiator, Outcome, Responder};
-use streamlab::seed::{derive_u64, named_rng};
-use streamlab::time::{SimTime, duration_micros};
+use streamlab_core::driver::{Driver, Observation};
+use streamlab_core::machine::{Machine, Transmit};
+use streamlab_core::seed::{derive_u64, named_rng};
+use streamlab_core::time::{SimTime, duration_micros};
 use streamlab_impair::{LinkConfig, LinkStatsReport};
+use streamlab_mediastream::proto::{Initiator, Outcome, Responder};
 
 pub use crate::network::Fates;
 use tracing::Instrument;

@@ -12,8 +12,8 @@ use std::path::Path;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
-use streamlab::proto::{InitiatorConfig, ResponderConfig};
 use streamlab_impair::LinkConfig;
+use streamlab_mediastream::proto::{InitiatorConfig, ResponderConfig};
 
 /// The default UDP port servers listen on (ctsTraffic's).
 pub const DEFAULT_PORT: u16 = 4444;

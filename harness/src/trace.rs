@@ -6,7 +6,7 @@ use std::io;
 use std::net::{Ipv4Addr, SocketAddrV4};
 
 use serde::Serialize;
-use streamlab::time::SimTime;
+use streamlab_core::time::SimTime;
 use streamlab_impair::{CopyIndex, Corruption, PacketId, Verdict};
 
 /// A simulated host as captures and reports name it.

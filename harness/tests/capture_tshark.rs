@@ -11,7 +11,7 @@ use std::net::SocketAddrV4;
 use std::path::PathBuf;
 use std::time::{Duration, UNIX_EPOCH};
 
-use streamlab::time::SimTime;
+use streamlab_core::time::SimTime;
 use streamlab_harness::capture::{CaptureFormat, CaptureWriter, capture_file_name};
 use streamlab_harness::impair::{
     CopyFate, Corruption, DelayBreakdown, DropReason, LossCause, PacketId, Verdict,

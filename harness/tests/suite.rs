@@ -237,7 +237,7 @@ fn check_capture(
             assert_eq!(row.udp_checksum, Some(exp.checksum), "{at}: UDP checksum");
             continue;
         }
-        let parsed = streamlab::wire::parse(&exp.bytes);
+        let parsed = streamlab_mediastream::wire::parse(&exp.bytes);
         assert_eq!(
             row.malformed,
             parsed.is_err(),

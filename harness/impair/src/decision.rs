@@ -6,7 +6,7 @@ use std::fmt;
 use std::time::Duration;
 
 use serde::Serialize;
-use streamlab::time::SimTime;
+use streamlab_core::time::SimTime;
 
 /// Identifies one datagram offered to a link. Assigned by the caller (the
 /// runner numbers every datagram it sees, in send order). Copies made by

@@ -4,8 +4,8 @@
 use std::collections::BTreeMap;
 
 use rand_chacha::ChaCha20Rng;
-use streamlab::seed::named_rng;
-use streamlab::time::SimTime;
+use streamlab_core::seed::named_rng;
+use streamlab_core::time::SimTime;
 
 use crate::config::{CorruptMode, LinkConfig, delay_ns};
 use crate::decision::{
@@ -171,7 +171,7 @@ struct Pending {
 /// [`poll_delivery`](Self::poll_delivery) until it returns `None`.
 ///
 /// ```
-/// use streamlab::time::SimTime;
+/// use streamlab_core::time::SimTime;
 /// use streamlab_impair::{LinkConfig, LinkDirection, PacketId};
 ///
 /// let config: LinkConfig = serde_json::from_str(r#"{"delay":{"base_ms":10.0}}"#).unwrap();

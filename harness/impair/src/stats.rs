@@ -4,7 +4,7 @@
 use std::collections::{BTreeMap, VecDeque};
 
 use serde::Serialize;
-use streamlab::time::SimTime;
+use streamlab_core::time::SimTime;
 
 use crate::config::LinkConfig;
 use crate::decision::{CopyFate, CopyIndex, DropReason, PacketId, Verdict};

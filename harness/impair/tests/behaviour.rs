@@ -1,7 +1,7 @@
 //! One test per behaviour, driving a single link direction directly.
 
 use proptest::prelude::*;
-use streamlab::time::SimTime;
+use streamlab_core::time::SimTime;
 use streamlab_impair::{
     ConfigError, CopyFate, Corruption, DelayBreakdown, Delivery, DropReason, LinkConfig,
     LinkDirection, LossCause, PacketId, Preset, Verdict,

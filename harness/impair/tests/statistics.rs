@@ -6,7 +6,7 @@
 //! The crate is built with opt-level 3 even in test builds (root
 //! `Cargo.toml`), which keeps these fast under a plain `cargo test`.
 
-use streamlab::time::SimTime;
+use streamlab_core::time::SimTime;
 use streamlab_impair::{
     CopyFate, Distribution, LinkConfig, LinkDirection, LinkStatsReport, LinkStatsRun, PacketId,
     link_stats,

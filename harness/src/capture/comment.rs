@@ -8,7 +8,7 @@
 
 use std::fmt::Write as _;
 
-use streamlab::time::SimTime;
+use streamlab_core::time::SimTime;
 use streamlab_impair::{CopyFate, Corruption, DelayBreakdown};
 
 use crate::trace::Origin;
@@ -34,7 +34,7 @@ fn signed_ms(us: i64) -> String {
 /// for a reordered copy `delay 0.300ms = reordered (sent immediately,
 /// base 50.000ms skipped) + queue 0.300ms`.
 pub(crate) fn delay(d: &DelayBreakdown) -> String {
-    let total = streamlab::time::duration_micros(d.total());
+    let total = streamlab_core::time::duration_micros(d.total());
     if d.reordered {
         format!(
             "delay {} = reordered (sent immediately, base {} skipped) + queue {}",

@@ -77,7 +77,7 @@ use pcap_file::pcapng::blocks::interface_description::{
 use pcap_file::pcapng::blocks::name_resolution::{Ipv4Record, NameResolutionBlock, Record};
 use pcap_file::pcapng::blocks::section_header::{SectionHeaderBlock, SectionHeaderOption};
 use pcap_file::{DataLink, Endianness, PcapError, TsResolution};
-use streamlab::time::SimTime;
+use streamlab_core::time::SimTime;
 use streamlab_impair::{CopyFate, Corruption, Verdict};
 
 use crate::trace::{HostInfo, Origin, TraceEvent, TraceSink};

@@ -491,7 +491,7 @@ fn tshark_sees_the_handshake_before_270_data_datagrams() {
     let status = tshark.wait(Duration::from_secs(10));
     assert!(status.success(), "tshark capture\n{}", tshark.output());
 
-    let lua = Path::new(env!("CARGO_MANIFEST_DIR")).join("captures/mediastream.lua");
+    let lua = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../captures/mediastream.lua");
     let read = Command::new(TSHARK)
         .arg("-r")
         .arg(&file)

@@ -5,9 +5,9 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use streamlab::driver::{Driver, Observation};
-use streamlab::machine::{Machine, Transmit};
-use streamlab::time::SimTime;
+use streamlab_core::driver::{Driver, Observation};
+use streamlab_core::machine::{Machine, Transmit};
+use streamlab_core::time::SimTime;
 use tokio::net::UdpSocket;
 
 struct Pinger {

@@ -4,13 +4,13 @@ mod support;
 
 use proptest::prelude::*;
 use rstest::rstest;
-use streamlab::machine::Machine;
-use streamlab::proto::{
+use streamlab_core::machine::Machine;
+use streamlab_core::time::SimTime;
+use streamlab_mediastream::proto::{
     InitiatorConfig, InitiatorEvent, InitiatorState, Outcome, ResponderConfig, ResponderEvent,
     SessionState,
 };
-use streamlab::time::SimTime;
-use streamlab::wire::{self, ErrorCode, FrameType, field};
+use streamlab_mediastream::wire::{self, ErrorCode, FrameType, field};
 use support::*;
 
 const R: bool = true; // sent by the responder
@@ -211,10 +211,13 @@ fn malformed_starts_create_no_session_and_spare_others() {
     let mut sim = Sim::pair();
     let mut start = vec![0u8; 64];
     let n = {
-        let mut rng = streamlab::seed::named_rng(1, "x");
-        let mut m =
-            streamlab::proto::Initiator::new(InitiatorConfig::default(), resp_addr(), &mut rng)
-                .unwrap();
+        let mut rng = streamlab_core::seed::named_rng(1, "x");
+        let mut m = streamlab_mediastream::proto::Initiator::new(
+            InitiatorConfig::default(),
+            resp_addr(),
+            &mut rng,
+        )
+        .unwrap();
         m.handle_timeout(SimTime::ZERO);
         m.poll_transmit(SimTime::ZERO, &mut vec![0; 65_535])
             .map(|t| t.len)

@@ -12,12 +12,12 @@
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 
-use streamlab::machine::{MAX_DATAGRAM_SIZE, Machine};
-use streamlab::proto::{
+use streamlab_core::machine::{MAX_DATAGRAM_SIZE, Machine};
+use streamlab_core::time::SimTime;
+use streamlab_mediastream::proto::{
     Initiator, InitiatorConfig, InitiatorEvent, Responder, ResponderConfig, ResponderEvent,
 };
-use streamlab::time::SimTime;
-use streamlab::wire::{self, Frame, FrameType};
+use streamlab_mediastream::wire::{self, Frame, FrameType};
 
 pub const LATENCY_US: u64 = 10_000;
 
@@ -103,7 +103,8 @@ impl Sim {
             .into_iter()
             .enumerate()
             .map(|(i, c)| {
-                let mut rng = streamlab::seed::named_rng(42, &format!("proto:client{i}:stream_id"));
+                let mut rng =
+                    streamlab_core::seed::named_rng(42, &format!("proto:client{i}:stream_id"));
                 Initiator::new(c, resp_addr(), &mut rng).unwrap()
             })
             .collect::<Vec<_>>();
@@ -242,7 +243,9 @@ impl Sim {
         while let Some(t) = self.responder.poll_transmit(self.now, &mut self.buf) {
             let bytes = self.buf[..t.len].to_vec();
             if let Some(s) = self.responder.session(t.destination) {
-                if s.immediate && s.state != streamlab::proto::SessionState::ExpectStartConfirm {
+                if s.immediate
+                    && s.state != streamlab_mediastream::proto::SessionState::ExpectStartConfirm
+                {
                     self.amp.entry(t.destination).or_default().exempt = true;
                 }
             }
@@ -298,7 +301,7 @@ impl Sim {
     }
 
     /// When initiator `i` finished, and how.
-    pub fn finished(&self, i: usize) -> Option<(SimTime, streamlab::proto::Outcome)> {
+    pub fn finished(&self, i: usize) -> Option<(SimTime, streamlab_mediastream::proto::Outcome)> {
         self.init_events[i].iter().find_map(|(t, e)| match e {
             InitiatorEvent::Finished(o) => Some((*t, *o)),
             _ => None,

@@ -22,12 +22,12 @@ use serde::Serialize;
 use tokio::net::UdpSocket;
 use tokio::sync::Notify;
 
-use streamlab::driver::{Driver, DriverError, Observation};
-use streamlab::proto::{
+use streamlab_core::driver::{Driver, DriverError, Observation};
+use streamlab_core::time::SimTime;
+use streamlab_mediastream::proto::{
     ConfigError, Initiator, InitiatorConfig, InitiatorEvent, InitiatorState, InitiatorStats,
     Outcome, Responder, ResponderConfig, ResponderEvent, ResponderStats, StreamPlan,
 };
-use streamlab::time::SimTime;
 
 /// Exit code: success.
 const EXIT_OK: u8 = 0;
@@ -609,7 +609,9 @@ async fn client(args: ClientArgs) -> u8 {
 
 fn stream_id(seed: Option<u64>) -> Result<u64, rand::rand_core::OsError> {
     match seed {
-        Some(seed) => Ok(streamlab::seed::named_rng(seed, "proto:client:stream_id").next_u64()),
+        Some(seed) => {
+            Ok(streamlab_core::seed::named_rng(seed, "proto:client:stream_id").next_u64())
+        }
         // The real binary draws its stream id from the OS, like any
         // connection id; only simulations need reproducible ids.
         None => rand::rngs::OsRng.try_next_u64(),

@@ -1,4 +1,4 @@
-//! # streamlab: the media-stream protocol
+//! # streamlab-mediastream: the media-stream protocol
 //!
 //! ctsTraffic's UDP media stream with a TCP-style 3-way START / START_ACK /
 //! START_CONFIRM handshake, specified in `docs/protocol.md`.
@@ -9,9 +9,10 @@
 //! - [`proto`] holds the sans-IO state machines: time and datagrams in,
 //!   transmits, timers and events out. They never read a clock, never touch a
 //!   socket and draw randomness only from an RNG they are handed.
-//! - With the default `runtime` feature, `driver` runs any machine over any
-//!   datagram socket (tokio's for the real `mediastream` binary, turmoil's in
-//!   the simulator), with no protocol logic of its own.
+//! - With the default `runtime` feature, the shared driver
+//!   (`streamlab_core::driver`) runs these machines over tokio's sockets in
+//!   the real `mediastream` binary and over the simulated network in the
+//!   harness.
 //!
 //! ## The `mediastream` binary
 //!
@@ -40,10 +41,10 @@
 //! `connection_refused`). Exit codes: 0 success, 1 the stream failed, 2 bad
 //! usage or options, 3 socket error.
 
-#[cfg(feature = "runtime")]
-pub mod driver;
-pub mod machine;
 pub mod proto;
-pub mod seed;
-pub mod time;
 pub mod wire;
+
+// The shared core, under the names this crate's modules use.
+#[cfg(feature = "runtime")]
+pub use streamlab_core::driver;
+pub use streamlab_core::{machine, seed, time};

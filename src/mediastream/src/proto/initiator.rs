@@ -119,11 +119,11 @@ enum Tx {
 /// # Examples
 ///
 /// ```
-/// use streamlab::machine::{Machine, MAX_DATAGRAM_SIZE};
-/// use streamlab::proto::{Initiator, InitiatorConfig};
-/// use streamlab::time::SimTime;
+/// use streamlab_core::machine::{Machine, MAX_DATAGRAM_SIZE};
+/// use streamlab_mediastream::proto::{Initiator, InitiatorConfig};
+/// use streamlab_core::time::SimTime;
 ///
-/// let mut rng = streamlab::seed::named_rng(1, "proto:client:stream_id");
+/// let mut rng = streamlab_core::seed::named_rng(1, "proto:client:stream_id");
 /// let peer = "192.0.2.1:4444".parse().unwrap();
 /// let mut init = Initiator::new(InitiatorConfig::default(), peer, &mut rng).unwrap();
 /// let mut buf = vec![0u8; MAX_DATAGRAM_SIZE];
