@@ -14,6 +14,9 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
+use std::task::{Context, Poll};
+
+use crate::host::{HostMachine, Input, Output, SocketId};
 use crate::machine::{MAX_DATAGRAM_SIZE, Machine};
 use crate::time::{SimTime, duration_micros};
 
@@ -27,6 +30,13 @@ pub trait DatagramSocket {
     /// Receive one datagram into `buf`. Must be cancel-safe: the driver
     /// drops a pending receive when a timer fires first.
     fn recv_from(&self, buf: &mut [u8]) -> impl Future<Output = io::Result<(usize, SocketAddr)>>;
+    /// Poll for one datagram into `buf` (what a driver waiting on several
+    /// sockets at once uses); registers `cx`'s waker when none is ready.
+    fn poll_recv_from(
+        &self,
+        cx: &mut Context<'_>,
+        buf: &mut [u8],
+    ) -> Poll<io::Result<(usize, SocketAddr)>>;
     /// The socket's local address.
     fn local_addr(&self) -> io::Result<SocketAddr>;
 }
@@ -40,8 +50,214 @@ impl DatagramSocket for tokio::net::UdpSocket {
         tokio::net::UdpSocket::recv_from(self, buf)
     }
 
+    fn poll_recv_from(
+        &self,
+        cx: &mut Context<'_>,
+        buf: &mut [u8],
+    ) -> Poll<io::Result<(usize, SocketAddr)>> {
+        let mut rb = tokio::io::ReadBuf::new(buf);
+        match tokio::net::UdpSocket::poll_recv_from(self, cx, &mut rb) {
+            Poll::Ready(Ok(from)) => Poll::Ready(Ok((rb.filled().len(), from))),
+            Poll::Ready(Err(e)) => Poll::Ready(Err(e)),
+            Poll::Pending => Poll::Pending,
+        }
+    }
+
     fn local_addr(&self) -> io::Result<SocketAddr> {
         tokio::net::UdpSocket::local_addr(self)
+    }
+}
+
+/// Where a host driver gets its sockets: tokio's in real programs, the
+/// simulated network's in the harness.
+pub trait Net {
+    /// The sockets it makes.
+    type Socket: DatagramSocket;
+    /// Bind a datagram socket at `port` (0: ephemeral).
+    fn bind(&self, port: u16) -> impl Future<Output = io::Result<Self::Socket>>;
+}
+
+/// Real UDP sockets on one local IP address.
+#[derive(Clone, Copy, Debug)]
+pub struct TokioNet {
+    /// The local address to bind on.
+    pub ip: std::net::IpAddr,
+}
+
+impl Net for TokioNet {
+    type Socket = tokio::net::UdpSocket;
+    fn bind(&self, port: u16) -> impl Future<Output = io::Result<Self::Socket>> {
+        tokio::net::UdpSocket::bind(SocketAddr::new(self.ip, port))
+    }
+}
+
+/// Runs one [`HostMachine`] over the sockets it asks for, following the
+/// drive rule in [`crate::host`].
+#[derive(Debug)]
+pub struct HostDriver<H, N: Net> {
+    machine: H,
+    net: N,
+    sockets: std::collections::BTreeMap<SocketId, N::Socket>,
+    start: Instant,
+    tx_buf: Vec<u8>,
+    rx_buf: Vec<u8>,
+    /// Where the round-robin receive poll starts (fairness between sockets).
+    next_poll: usize,
+}
+
+impl<H: HostMachine, N: Net> HostDriver<H, N> {
+    /// A driver whose time zero is now (the runtime's clock).
+    pub fn new(machine: H, net: N) -> Self {
+        HostDriver {
+            machine,
+            net,
+            sockets: std::collections::BTreeMap::new(),
+            start: Instant::now(),
+            tx_buf: vec![0; MAX_DATAGRAM_SIZE],
+            rx_buf: vec![0; MAX_DATAGRAM_SIZE],
+            next_poll: 0,
+        }
+    }
+
+    /// The machine.
+    pub fn machine(&self) -> &H {
+        &self.machine
+    }
+
+    /// Time since the driver started, as the machine sees it.
+    pub fn now(&self) -> SimTime {
+        SimTime::from_micros(duration_micros(self.start.elapsed()))
+    }
+
+    /// Run until the machine is finished. Events go to `observe`.
+    ///
+    /// # Errors
+    /// A socket error while sending or receiving.
+    pub async fn run(
+        &mut self,
+        mut observe: impl FnMut(SimTime, String),
+    ) -> Result<(), DriverError> {
+        let mut fired_without_waiting = false;
+        loop {
+            let now = self.now();
+            self.flush(now, &mut observe).await?;
+            if self.machine.is_finished() {
+                return Ok(());
+            }
+            if !fired_without_waiting && self.machine.poll_timeout().is_some_and(|t| t <= now) {
+                fired_without_waiting = true;
+                self.machine.handle_timeout(now);
+                continue;
+            }
+            fired_without_waiting = false;
+            let deadline = self
+                .machine
+                .poll_timeout()
+                .map(|t| self.start + t.since_start());
+            let received = {
+                let sockets = &self.sockets;
+                let buf = &mut self.rx_buf;
+                let start = self.next_poll;
+                let recv = std::future::poll_fn(|cx| {
+                    let n = sockets.len();
+                    for k in 0..n {
+                        let i = (start + k) % n;
+                        let Some((id, s)) = sockets.iter().nth(i) else {
+                            continue;
+                        };
+                        if let Poll::Ready(r) = s.poll_recv_from(cx, buf) {
+                            return Poll::Ready((i, *id, r));
+                        }
+                    }
+                    Poll::Pending
+                });
+                tokio::select! {
+                    biased;
+                    r = recv => Some(r),
+                    () = sleep_until_opt(deadline) => None,
+                }
+            };
+            let now = self.now();
+            match received {
+                Some((i, socket, Ok((len, from)))) => {
+                    self.next_poll = i + 1;
+                    let len = len.min(self.rx_buf.len());
+                    self.machine.handle(
+                        now,
+                        Input::Datagram {
+                            socket,
+                            from,
+                            data: &self.rx_buf[..len],
+                        },
+                    );
+                }
+                Some((_, _, Err(e))) => return Err(DriverError::Recv(e)),
+                None => {
+                    if deadline.is_some_and(|d| Instant::now() >= d) {
+                        self.machine.handle_timeout(now);
+                    }
+                }
+            }
+        }
+    }
+
+    /// Carry out outputs (binds answered at once), then drain events.
+    async fn flush(
+        &mut self,
+        now: SimTime,
+        observe: &mut impl FnMut(SimTime, String),
+    ) -> Result<(), DriverError> {
+        while let Some(out) = self.machine.poll_output(now, &mut self.tx_buf) {
+            match out {
+                Output::Bind { socket, port } => match self.net.bind(port).await {
+                    Ok(s) => {
+                        let local = s.local_addr();
+                        self.sockets.insert(socket, s);
+                        match local {
+                            Ok(local) => self.machine.handle(now, Input::Bound { socket, local }),
+                            Err(e) => self.machine.handle(
+                                now,
+                                Input::BindFailed {
+                                    socket,
+                                    error: e.kind(),
+                                },
+                            ),
+                        }
+                    }
+                    Err(e) => self.machine.handle(
+                        now,
+                        Input::BindFailed {
+                            socket,
+                            error: e.kind(),
+                        },
+                    ),
+                },
+                Output::Transmit {
+                    socket,
+                    destination,
+                    len,
+                } => {
+                    let len = len.min(self.tx_buf.len());
+                    let Some(s) = self.sockets.get(&socket) else {
+                        continue;
+                    };
+                    if let Err(source) = s.send_to(&self.tx_buf[..len], destination).await {
+                        return Err(DriverError::Send {
+                            destination,
+                            len,
+                            source,
+                        });
+                    }
+                }
+                Output::Close { socket } => {
+                    self.sockets.remove(&socket);
+                }
+            }
+        }
+        while let Some(event) = self.machine.poll_event() {
+            observe(now, event);
+        }
+        Ok(())
     }
 }
 

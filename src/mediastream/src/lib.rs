@@ -42,6 +42,7 @@
 //! usage or options, 3 socket error.
 
 pub mod proto;
+pub mod sut;
 pub mod wire;
 
 // The shared core, under the names this crate's modules use.
