@@ -252,6 +252,8 @@ pub(crate) type Recorder = Box<dyn FnMut(&TraceEvent)>;
 struct Inbox {
     queue: RefCell<VecDeque<(SocketAddrV4, Vec<u8>)>>,
     ready: Notify,
+    /// The task polling for a datagram (`poll_recv_from`), if any.
+    waker: RefCell<Option<std::task::Waker>>,
 }
 
 /// The shared state of the simulated network. Lives outside turmoil; every
@@ -572,6 +574,9 @@ impl Network {
         if !caught {
             inbox.queue.borrow_mut().push_back((f.src, f.bytes));
             inbox.ready.notify_one();
+            if let Some(w) = inbox.waker.borrow_mut().take() {
+                w.wake();
+            }
         }
     }
 
@@ -705,9 +710,11 @@ impl Network {
     fn count_sent(&mut self, path: Path, v: &Verdict, external: Option<&'static str>) {
         let link = self.link(path.src_host, path.dst_host);
         let w = link.current_window();
-        let window = &mut link.windows[w];
-        window.engine.record_verdict(v);
-        link.engine_total.record_verdict(v);
+        if external.is_none() {
+            // The engine's own view holds only what the engine decided.
+            link.windows[w].engine.record_verdict(v);
+            link.engine_total.record_verdict(v);
+        }
         for f in [&mut link.windows[w].fates, &mut link.fates] {
             f.datagrams += 1;
             f.sent += v.copies.len() as u64;
@@ -957,6 +964,23 @@ impl DatagramSocket for SimSocket {
             }
             inbox.ready.notified().await;
         }
+    }
+
+    fn poll_recv_from(
+        &self,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut [u8],
+    ) -> std::task::Poll<io::Result<(usize, SocketAddr)>> {
+        let Some(inbox) = &self.inbox else {
+            return std::task::Poll::Pending;
+        };
+        if let Some((src, bytes)) = inbox.queue.borrow_mut().pop_front() {
+            let n = bytes.len().min(buf.len());
+            buf[..n].copy_from_slice(&bytes[..n]);
+            return std::task::Poll::Ready(Ok((n, SocketAddr::V4(src))));
+        }
+        *inbox.waker.borrow_mut() = Some(cx.waker().clone());
+        std::task::Poll::Pending
     }
 
     fn local_addr(&self) -> io::Result<SocketAddr> {
