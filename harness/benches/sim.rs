@@ -40,8 +40,8 @@ fn reference(stream_length_s: u32, duration_ms: u64) -> Loaded {
       "name": "bench_reference_{stream_length_s}s",
       "seed": 11,
       "duration_ms": {duration_ms},
-      "stream": {{ "bits_per_second": 1000000, "frame_rate": 30, "stream_length_s": {stream_length_s} }},
-      "hosts": [ {{ "name": "server", "server": {{}} }}, {{ "name": "client", "client": {{ "target": "server" }} }} ],
+      "protocol": "mediastream", "options": {{ "bits_per_second": 1000000, "frame_rate": 30, "stream_length_s": {stream_length_s} }},
+      "hosts": [ {{ "name": "server", "role": {{ "server": {{}} }} }}, {{ "name": "client", "role": {{ "client": {{ "target": "server" }} }} }} ],
       "links": [ {{ "a": "client", "b": "server", "both": {{
           "delay": {{ "base_ms": 20, "jitter_ms": 4, "distribution": "normal" }},
           "loss": {{ "model": "gilbert_elliott", "p": 0.01, "r": 0.3 }} }} }} ]

@@ -57,12 +57,16 @@ pub const HARNESS_INVARIANTS: &[(&str, &str)] = &[
     ),
 ];
 
-/// Every invariant the runner checks in every run, by name.
-pub fn invariant_names() -> impl Iterator<Item = &'static str> {
-    crate::observe::PROTOCOL_INVARIANTS
+/// Every invariant checked in every run of `loaded`'s protocol, by name.
+pub fn invariant_names(loaded: &Loaded) -> Vec<&'static str> {
+    loaded
+        .plan
+        .oracle(&[])
+        .invariants()
         .iter()
         .chain(HARNESS_INVARIANTS)
         .map(|(n, _)| *n)
+        .collect()
 }
 
 /// Look up a dotted path (`errors_sent.BUSY`) in a stats object.
@@ -132,10 +136,10 @@ pub fn evaluate(loaded: &Loaded, out: &RunOutput) -> Vec<CheckResult> {
     let host = |name: &str| out.hosts.iter().find(|h| h.name == name);
 
     // Invariants, always.
-    for &(rule, expected) in crate::observe::PROTOCOL_INVARIANTS {
+    for &(rule, expected) in out.observer.oracle.invariants() {
         let found: Vec<_> = out
             .observer
-            .violations
+            .violations()
             .iter()
             .filter(|v| v.rule == rule)
             .collect();
@@ -291,15 +295,6 @@ pub fn evaluate(loaded: &Loaded, out: &RunOutput) -> Vec<CheckResult> {
             }
             checks.push(c);
         }
-        if let Some(bound) = &he.time_to_stream_ms {
-            let v = stat(&h.stats, "time_to_stream_us").map(|us| us / 1000.0);
-            checks.push(bound_check(
-                format!("{p}.time_to_stream_ms"),
-                bound,
-                v,
-                " ms",
-            ));
-        }
         if let Some(bound) = &he.finished_at_ms {
             checks.push(bound_check(
                 format!("{p}.finished_at_ms"),
@@ -308,27 +303,52 @@ pub fn evaluate(loaded: &Loaded, out: &RunOutput) -> Vec<CheckResult> {
                 " ms",
             ));
         }
-        if let Some(want) = &he.handshake {
-            let seen = out
-                .observer
-                .handshakes
-                .get(name)
-                .map(|h| h.frames.clone())
-                .unwrap_or_default();
-            let fmt = |v: &[crate::scenario::FrameKind]| {
-                v.iter().map(|k| k.name()).collect::<Vec<_>>().join(" → ")
-            };
-            checks.push(CheckResult::new(
-                format!("{p}.handshake"),
-                &seen == want,
-                fmt(want),
-                if seen.is_empty() {
-                    "(none)".into()
-                } else {
-                    fmt(&seen)
-                },
-            ));
+        if let Some(i) = loaded.host_index(name) {
+            if !he.protocol.is_empty() {
+                let report = streamlab_core::host::HostReport {
+                    outcome: None,
+                    state: h.state.clone(),
+                    stats: h.stats.clone(),
+                };
+                for c in out.observer.oracle.check_host(i, &he.protocol, &report) {
+                    checks.push(CheckResult::new(
+                        format!("{p}.{}", c.name),
+                        c.passed,
+                        c.expected,
+                        c.observed,
+                    ));
+                }
+            }
         }
+    }
+    for (i, (q, seen)) in loaded
+        .scenario
+        .expect
+        .sequence
+        .iter()
+        .zip(out.observer.sequences())
+        .enumerate()
+    {
+        let fmt = |v: &[&str]| {
+            if v.is_empty() {
+                "(none)".to_string()
+            } else {
+                v.join(" → ")
+            }
+        };
+        let want: Vec<&str> = q.kinds.iter().map(String::as_str).collect();
+        checks.push(CheckResult::new(
+            format!("expect.sequence[{i}]"),
+            seen == want,
+            format!(
+                "{} {} {}: {}",
+                q.from,
+                if q.both_ways { "↔" } else { "→" },
+                q.to,
+                fmt(&want)
+            ),
+            fmt(&seen),
+        ));
     }
     for (i, le) in loaded.scenario.expect.links.iter().enumerate() {
         let json =

@@ -30,7 +30,7 @@ macro_rules! say_raw {
 use crate::capture::CaptureFormat;
 use crate::report::{InputFailure, RunReport, Verdict, junit};
 use crate::runner::{RunOptions, run};
-use crate::scenario::{Loaded, Scenario, load};
+use crate::scenario::{Loaded, load};
 
 /// Runs protocol scenarios in a simulated, impaired network.
 #[derive(Debug, Parser)]
@@ -91,8 +91,10 @@ pub enum Command {
         /// Scenario files or directories.
         paths: Vec<PathBuf>,
     },
-    /// Print the JSON Schema of scenario files.
+    /// Print the JSON Schema of scenario files (every registered protocol).
     Schema,
+    /// List the registered protocols: roles, frame kinds, fields, codes.
+    Protocols,
     /// Push synthetic datagrams through one link direction and print the
     /// realized statistics as one JSON object.
     LinkStats {
@@ -165,8 +167,32 @@ pub fn main() -> ExitCode {
         }
         Command::Validate { paths } => cmd_validate(&paths),
         Command::List { paths } => cmd_list(&paths),
+        Command::Protocols => {
+            for p in crate::registry::protocols() {
+                say!("{} — {}", p.name(), p.summary());
+                for r in p.roles() {
+                    say!("  role {:<10} {}", r.name, r.doc);
+                }
+                say!("  kinds: {}", p.kinds().join(", "));
+                let fields: Vec<&str> = p.fields().iter().map(|(n, _)| *n).collect();
+                say!("  fields (set_field): {}", fields.join(", "));
+                let codes: Vec<String> =
+                    p.codes().iter().map(|(n, c)| format!("{c}={n}")).collect();
+                say!("  codes: {}", codes.join(", "));
+                let d = match p.dissector() {
+                    streamlab_core::sut::Dissector::Lua { file, proto } => {
+                        format!("captures/{file} (decode as {proto})")
+                    }
+                    streamlab_core::sut::Dissector::Builtin { proto } => {
+                        format!("Wireshark's own {proto}")
+                    }
+                };
+                say!("  wireshark: {d}");
+            }
+            ExitCode::SUCCESS
+        }
         Command::Schema => {
-            let schema = schemars::schema_for!(Scenario);
+            let schema = crate::scenario::schema();
             say!(
                 "{}",
                 serde_json::to_string_pretty(&schema).unwrap_or_default()

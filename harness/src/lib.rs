@@ -13,6 +13,7 @@ mod inject;
 pub mod linkstats;
 mod network;
 mod observe;
+pub mod registry;
 pub mod report;
 mod rules;
 pub mod runner;
@@ -20,8 +21,8 @@ pub mod scenario;
 pub mod trace;
 pub mod tshark;
 
-pub use inject::{INJECT_BASE_PORT, build_frame};
+pub use inject::INJECT_BASE_PORT;
 pub use network::SimSocket;
-pub use observe::{TracePosition, Violation, error_code_name};
+pub use observe::{TracePosition, Violation};
 
 pub use streamlab_impair as impair;

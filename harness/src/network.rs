@@ -655,7 +655,16 @@ impl Network {
             });
             return;
         };
-        let applied = self.rules.apply(now, src_host, dst_host, bytes);
+        let applied = self.rules.apply(
+            now,
+            crate::rules::Datagram {
+                from: src_host,
+                to: dst_host,
+                src_port: src.port(),
+                dst_port: dst.port(),
+                bytes,
+            },
+        );
         let link_bytes = applied.bytes.unwrap_or_else(|| bytes.to_vec());
         let path = Path {
             src,

@@ -1,19 +1,10 @@
 //! Scenario rewrite rules: protocol-aware faults applied to matching
 //! datagrams on a link direction, before the link's impairments.
 
+use streamlab_core::sut::Protocol;
 use streamlab_core::time::SimTime;
 
-use crate::scenario::{FrameKind, RewriteRule, RuleAction, parse_hex};
-
-/// Byte offsets of the fields rules can set (docs/protocol.md §2).
-mod field {
-    use std::ops::Range;
-    pub(super) const TYPE: usize = 0;
-    pub(super) const VERSION: usize = 1;
-    pub(super) const FLAGS: Range<usize> = 2..4;
-    pub(super) const STREAM_ID: Range<usize> = 4..12;
-    pub(super) const SEQUENCE: Range<usize> = 12..16;
-}
+use crate::scenario::{RewriteRule, RuleAction, parse_hex};
 
 /// What the rules did to one datagram.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -40,11 +31,27 @@ struct Compiled {
 /// The rules of a scenario with their match counters.
 pub(crate) struct RuleSet {
     rules: Vec<Compiled>,
+    protocol: &'static dyn Protocol,
+}
+
+/// A datagram as rules see it: where it goes and its bytes.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Datagram<'a> {
+    pub(crate) from: usize,
+    pub(crate) to: usize,
+    pub(crate) src_port: u16,
+    pub(crate) dst_port: u16,
+    pub(crate) bytes: &'a [u8],
 }
 
 impl RuleSet {
-    /// `host` resolves host names to indices (validated beforehand).
-    pub(crate) fn new(rules: &[RewriteRule], host: impl Fn(&str) -> Option<usize>) -> Self {
+    /// `host` resolves host names to indices (validated beforehand);
+    /// `protocol` reads frame kinds and locates fields.
+    pub(crate) fn new(
+        rules: &[RewriteRule],
+        host: impl Fn(&str) -> Option<usize>,
+        protocol: &'static dyn Protocol,
+    ) -> Self {
         let rules = rules
             .iter()
             .enumerate()
@@ -62,21 +69,27 @@ impl RuleSet {
                 })
             })
             .collect();
-        RuleSet { rules }
+        RuleSet { rules, protocol }
     }
 
     /// Apply every rule for `from → to` to `bytes`, in order.
-    pub(crate) fn apply(&mut self, now: SimTime, from: usize, to: usize, bytes: &[u8]) -> Applied {
+    pub(crate) fn apply(&mut self, now: SimTime, d: Datagram<'_>) -> Applied {
         let mut out = Applied::default();
         let mut cur: Option<Vec<u8>> = None;
+        let protocol = self.protocol;
         for c in &mut self.rules {
-            if c.from != from || c.to != to {
+            if c.from != d.from || c.to != d.to {
                 continue;
             }
-            let data = cur.as_deref().unwrap_or(bytes);
+            let data = cur.as_deref().unwrap_or(d.bytes);
             let m = &c.rule.matching;
-            if let Some(kind) = m.frame_type {
-                if data.first().copied() != Some(kind.type_byte()) {
+            if m.src_port.is_some_and(|p| p != d.src_port)
+                || m.dst_port.is_some_and(|p| p != d.dst_port)
+            {
+                continue;
+            }
+            if let Some(kind) = &m.kind {
+                if protocol.classify(data).kind != Some(kind.as_str()) {
                     continue;
                 }
             }
@@ -91,24 +104,18 @@ impl RuleSet {
                     continue;
                 }
             }
-            let what = describe_match(m.frame_type, c.matched);
+            let what = describe_match(m.kind.as_deref(), c.matched);
             let mut b = data.to_vec();
             let note = match &c.rule.action {
-                RuleAction::SetStreamId(v) => {
-                    set_field(&mut b, field::STREAM_ID, &v.to_be_bytes(), "stream_id")
-                }
-                RuleAction::SetVersion(v) => {
-                    set_field(&mut b, field::VERSION..field::VERSION + 1, &[*v], "version")
-                }
-                RuleAction::SetFlags(v) => {
-                    set_field(&mut b, field::FLAGS, &v.to_be_bytes(), "flags")
-                }
-                RuleAction::SetType(v) => {
-                    set_field(&mut b, field::TYPE..field::TYPE + 1, &[*v], "type")
-                }
-                RuleAction::SetSequence(v) => {
-                    set_field(&mut b, field::SEQUENCE, &v.to_be_bytes(), "sequence")
-                }
+                RuleAction::SetField(f) => match protocol.locate_field(&f.field, &b) {
+                    Some(range) => set_field(&mut b, range, f.value, &f.field),
+                    None => format!(
+                        "a {} datagram of {} bytes has no {} field; unchanged",
+                        protocol.classify(&b).kind.unwrap_or("unknown"),
+                        b.len(),
+                        f.field
+                    ),
+                },
                 RuleAction::Truncate(n) => {
                     let old = b.len();
                     b.truncate(*n);
@@ -153,22 +160,28 @@ impl RuleSet {
     }
 }
 
-fn describe_match(kind: Option<FrameKind>, n: u64) -> String {
+fn describe_match(kind: Option<&str>, n: u64) -> String {
     match kind {
         Some(k) => format!("{k} #{n}"),
         None => format!("datagram #{n}"),
     }
 }
 
-/// Overwrite a field in place; a datagram too short for it is left alone
-/// (and the note says so).
-fn set_field(b: &mut [u8], range: std::ops::Range<usize>, value: &[u8], name: &str) -> String {
+/// Write `value` big-endian into a field in place (its low bytes, as many
+/// as the field is wide); a datagram too short for it is left alone (and
+/// the note says so).
+fn set_field(b: &mut [u8], range: std::ops::Range<usize>, value: u64, name: &str) -> String {
     match b.get_mut(range.clone()) {
-        Some(slot) => {
+        Some(slot) if slot.len() <= 8 => {
             let old = hex::encode(&*slot);
-            slot.copy_from_slice(value);
-            format!("set {name} 0x{old} → 0x{}", hex::encode(value))
+            let be = value.to_be_bytes();
+            slot.copy_from_slice(&be[8 - slot.len()..]);
+            format!("set {name} 0x{old} → 0x{}", hex::encode(&*slot))
         }
+        Some(slot) => format!(
+            "the {name} field is {} bytes wide, more than a value holds; unchanged",
+            slot.len()
+        ),
         None => format!(
             "datagram of {} bytes has no {name} field (bytes {}..{}); unchanged",
             b.len(),
@@ -183,12 +196,12 @@ mod tests {
     use super::*;
     use crate::scenario::{FrameMatch, Overwrite};
 
-    fn rule(kind: Option<FrameKind>, nth: Option<u64>, action: RuleAction) -> RewriteRule {
+    fn rule(kind: Option<&str>, nth: Option<u64>, action: RuleAction) -> RewriteRule {
         RewriteRule {
             from: "server".into(),
             to: "client".into(),
             matching: FrameMatch {
-                frame_type: kind,
+                kind: kind.map(str::to_string),
                 nth,
                 ..FrameMatch::default()
             },
@@ -197,10 +210,31 @@ mod tests {
     }
 
     fn set(rules: Vec<RewriteRule>) -> RuleSet {
-        RuleSet::new(&rules, |n| match n {
-            "client" => Some(1),
-            "server" => Some(0),
-            _ => None,
+        RuleSet::new(
+            &rules,
+            |n| match n {
+                "client" => Some(1),
+                "server" => Some(0),
+                _ => None,
+            },
+            &streamlab_mediastream::sut::MediaStream,
+        )
+    }
+
+    fn dg(from: usize, to: usize, bytes: &[u8]) -> Datagram<'_> {
+        Datagram {
+            from,
+            to,
+            src_port: 4444,
+            dst_port: 49152,
+            bytes,
+        }
+    }
+
+    fn set_field(field: &str, value: u64) -> RuleAction {
+        RuleAction::SetField(crate::scenario::SetField {
+            field: field.into(),
+            value,
         })
     }
 
@@ -214,18 +248,18 @@ mod tests {
     #[test]
     fn sets_stream_id_only_on_the_nth_match_of_its_direction() {
         let mut rs = set(vec![rule(
-            Some(FrameKind::StartAck),
+            Some("START_ACK"),
             Some(2),
-            RuleAction::SetStreamId(0xdead),
+            set_field("stream_id", 0xdead),
         )]);
         let t = SimTime::ZERO;
         // Other direction: not counted.
-        assert_eq!(rs.apply(t, 1, 0, &start_ack(7)), Applied::default());
+        assert_eq!(rs.apply(t, dg(1, 0, &start_ack(7))), Applied::default());
         // First START_ACK: counted, not acted on.
-        assert_eq!(rs.apply(t, 0, 1, &start_ack(7)).bytes, None);
+        assert_eq!(rs.apply(t, dg(0, 1, &start_ack(7))).bytes, None);
         // DATA: not a match.
-        assert_eq!(rs.apply(t, 0, 1, &[16, 1, 0, 0]).bytes, None);
-        let second = rs.apply(t, 0, 1, &start_ack(7));
+        assert_eq!(rs.apply(t, dg(0, 1, &[16, 1, 0, 0])).bytes, None);
+        let second = rs.apply(t, dg(0, 1, &start_ack(7)));
         assert_eq!(second.bytes, Some(start_ack(0xdead)));
         assert_eq!(
             second.notes,
@@ -234,7 +268,7 @@ mod tests {
             ]
         );
         // Third: past the window.
-        assert_eq!(rs.apply(t, 0, 1, &start_ack(7)).bytes, None);
+        assert_eq!(rs.apply(t, dg(0, 1, &start_ack(7))).bytes, None);
     }
 
     #[test]
@@ -251,23 +285,35 @@ mod tests {
             ),
             rule(None, None, RuleAction::Duplicate(2)),
         ]);
-        let a = rs.apply(SimTime::ZERO, 0, 1, &start_ack(1));
+        let a = rs.apply(SimTime::ZERO, dg(0, 1, &start_ack(1)));
         assert_eq!(a.bytes, Some(vec![2, 1, 0, 0, 0xaa, 0xbb]));
         assert_eq!(a.duplicates.len(), 2);
         assert_eq!(a.dropped_by, None);
-        let mut rs = set(vec![rule(
-            Some(FrameKind::StartAck),
-            None,
-            RuleAction::Drop,
-        )]);
-        let d = rs.apply(SimTime::ZERO, 0, 1, &start_ack(1));
+        let mut rs = set(vec![rule(Some("START_ACK"), None, RuleAction::Drop)]);
+        let d = rs.apply(SimTime::ZERO, dg(0, 1, &start_ack(1)));
         assert_eq!(d.dropped_by.as_deref(), Some("inject.rules[0]"));
     }
 
     #[test]
+    fn ports_select_and_fields_follow_the_frame_kind() {
+        let mut r = rule(None, None, set_field("sequence", 9));
+        r.matching.dst_port = Some(49152);
+        let mut rs = set(vec![r]);
+        // A START_ACK has no sequence field: left alone, with a note.
+        let a = rs.apply(SimTime::ZERO, dg(0, 1, &start_ack(1)));
+        assert_eq!(a.bytes, Some(start_ack(1)));
+        assert!(a.notes[0].contains("no sequence field"), "{:?}", a.notes);
+        // Another destination port: no match at all.
+        let bytes = start_ack(1);
+        let mut other = dg(0, 1, &bytes);
+        other.dst_port = 5000;
+        assert_eq!(rs.apply(SimTime::ZERO, other), Applied::default());
+    }
+
+    #[test]
     fn short_datagram_is_left_alone_with_a_note() {
-        let mut rs = set(vec![rule(None, None, RuleAction::SetStreamId(1))]);
-        let a = rs.apply(SimTime::ZERO, 0, 1, &[1, 1]);
+        let mut rs = set(vec![rule(None, None, set_field("stream_id", 1))]);
+        let a = rs.apply(SimTime::ZERO, dg(0, 1, &[1, 1]));
         assert_eq!(a.bytes, Some(vec![1, 1]));
         assert!(
             a.notes[0].contains("has no stream_id field"),

@@ -6,19 +6,18 @@ use std::cell::RefCell;
 use std::collections::BTreeMap;
 use std::fs::File;
 use std::io::BufWriter;
-use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
+use std::net::Ipv4Addr;
 use std::path::PathBuf;
 use std::rc::Rc;
 use std::time::{Duration, SystemTime};
 
-use rand::RngCore;
 use serde::Serialize;
-use streamlab_core::driver::{Driver, Observation};
-use streamlab_core::machine::{Machine, Transmit};
-use streamlab_core::seed::{derive_u64, named_rng};
+use streamlab_core::driver::{HostDriver, Net};
+use streamlab_core::host::{HostMachine, HostReport, Input, Outcome as HostOutcome, Output};
+use streamlab_core::seed::derive_u64;
+use streamlab_core::sut::{Plan, Protocol};
 use streamlab_core::time::{SimTime, duration_micros};
 use streamlab_impair::{LinkConfig, LinkStatsReport};
-use streamlab_mediastream::proto::{Initiator, Outcome, Responder};
 
 pub use crate::network::Fates;
 use tracing::Instrument;
@@ -26,9 +25,9 @@ use tracing::Instrument;
 use crate::capture::{CaptureFormat, CaptureWriter};
 use crate::inject;
 use crate::network::{HostState, Network, SimSocket, nic, v4};
-use crate::observe::{Observer, ServerPolicy};
+use crate::observe::Observer;
 use crate::rules::RuleSet;
-use crate::scenario::{Action, Loaded, Role};
+use crate::scenario::{Action, Loaded};
 use crate::trace::{HostInfo, Origin, TraceEvent, TraceSink};
 
 /// The fixed epoch every simulation starts at: 2026-01-01T00:00:00Z.
@@ -63,43 +62,50 @@ impl Default for RunOptions {
     }
 }
 
-/// A machine shared between its driver and the runner, so the runner can
-/// read its state and stats after (or while) the host runs.
-struct Shared<M>(Rc<RefCell<M>>);
+/// A host machine shared between its driver and the runner, so the runner
+/// can read its report and next timer while (or after) the host runs.
+struct Shared(Rc<RefCell<Box<dyn HostMachine>>>);
 
-impl<M: Machine> Machine for Shared<M> {
-    type Event = M::Event;
-    fn handle_datagram(&mut self, now: SimTime, from: SocketAddr, d: &[u8]) {
-        self.0.borrow_mut().handle_datagram(now, from, d);
+impl HostMachine for Shared {
+    fn handle(&mut self, now: SimTime, input: Input<'_>) {
+        self.0.borrow_mut().handle(now, input);
     }
     fn handle_timeout(&mut self, now: SimTime) {
         self.0.borrow_mut().handle_timeout(now);
     }
-    fn poll_transmit(&mut self, now: SimTime, buf: &mut [u8]) -> Option<Transmit> {
-        self.0.borrow_mut().poll_transmit(now, buf)
+    fn poll_output(&mut self, now: SimTime, buf: &mut [u8]) -> Option<Output> {
+        self.0.borrow_mut().poll_output(now, buf)
     }
     fn poll_timeout(&self) -> Option<SimTime> {
         self.0.borrow().poll_timeout()
     }
-    fn poll_event(&mut self) -> Option<M::Event> {
+    fn poll_event(&mut self) -> Option<String> {
         self.0.borrow_mut().poll_event()
     }
     fn is_finished(&self) -> bool {
         self.0.borrow().is_finished()
     }
+    fn report(&self) -> HostReport {
+        self.0.borrow().report()
+    }
 }
 
-/// The protocol machine a host runs.
-#[derive(Clone)]
-enum HostMachine {
-    None,
-    Client(Rc<RefCell<Initiator>>),
-    Server(Rc<RefCell<Responder>>),
+/// A host's sockets on the simulated network, for the host driver.
+struct SimNet {
+    net: Rc<RefCell<Network>>,
+    host: usize,
+}
+
+impl Net for SimNet {
+    type Socket = SimSocket;
+    fn bind(&self, port: u16) -> impl std::future::Future<Output = std::io::Result<SimSocket>> {
+        std::future::ready(SimSocket::bind(self.net.clone(), self.host, port, true))
+    }
 }
 
 /// What the runner knows about one host.
 struct HostRecord {
-    machine: HostMachine,
+    machine: Option<Rc<RefCell<Box<dyn HostMachine>>>>,
     /// Simulated time at which the machine's clock (its driver) started.
     clock_start: SimTime,
     incarnations: u32,
@@ -120,9 +126,9 @@ pub struct HostResult {
     pub name: String,
     /// Simulated address.
     pub address: Ipv4Addr,
-    /// `client`, `server` or `idle`.
-    pub role: &'static str,
-    /// Clients: `completed`, `failed`, or `unfinished`.
+    /// Its role in the protocol (`idle`: none).
+    pub role: String,
+    /// Hosts the run waits for: `completed`, `failed`, or `unfinished`.
     pub outcome: Option<String>,
     /// Clients: the error's stable name when failed.
     pub error: Option<String>,
@@ -271,25 +277,13 @@ pub fn run(loaded: &Loaded, opts: &RunOptions) -> RunOutput {
     let default_link = sc.default_link.clone().unwrap_or_default();
 
     // Observer and capture, fed by the network's recorder.
-    let servers: BTreeMap<SocketAddrV4, ServerPolicy> = loaded
-        .roles
-        .iter()
-        .enumerate()
-        .filter_map(|(i, r)| match r {
-            Role::Server { port, config } => Some((
-                SocketAddrV4::new(ips[i], *port),
-                ServerPolicy {
-                    allow_immediate: config.allow_immediate,
-                },
-            )),
-            _ => None,
-        })
-        .collect();
     let ip_names = ips.iter().copied().zip(names.iter().cloned()).collect();
     let observer = Rc::new(RefCell::new(Observer::new(
+        loaded.protocol,
         ip_names,
-        servers,
+        loaded.plan.oracle(&ips),
         &sc.expect.frames,
+        &sc.expect.sequence,
     )));
     let (capture, capture_path, mut capture_error) = open_capture(loaded, opts, seed, &host_infos);
     let capture = Rc::new(RefCell::new(capture));
@@ -313,7 +307,7 @@ pub fn run(loaded: &Loaded, opts: &RunOptions) -> RunOutput {
             }
         })
     };
-    let rules = RuleSet::new(&sc.inject.rules, |n| loaded.host_index(n));
+    let rules = RuleSet::new(&sc.inject.rules, |n| loaded.host_index(n), loaded.protocol);
     let hosts_state = names
         .iter()
         .zip(&ips)
@@ -336,7 +330,7 @@ pub fn run(loaded: &Loaded, opts: &RunOptions) -> RunOutput {
         names
             .iter()
             .map(|_| HostRecord {
-                machine: HostMachine::None,
+                machine: None,
                 clock_start: SimTime::ZERO,
                 incarnations: 0,
                 finished: false,
@@ -351,8 +345,10 @@ pub fn run(loaded: &Loaded, opts: &RunOptions) -> RunOutput {
         seed,
         names: names.clone(),
         ips: ips.clone(),
-        roles: loaded.roles.clone(),
+        plan: loaded.plan.clone(),
+        protocol: loaded.protocol,
         injections: loaded.scenario.inject.datagrams.clone(),
+        datagrams: loaded.datagrams.clone(),
         net: net.clone(),
         observer: observer.clone(),
         records: records.clone(),
@@ -366,12 +362,8 @@ pub fn run(loaded: &Loaded, opts: &RunOptions) -> RunOutput {
     let mut timeline: Vec<_> = sc.timeline.iter().collect();
     timeline.sort_by_key(|t| t.at_ms);
     let mut next_timeline = 0;
-    let clients: Vec<usize> = loaded
-        .roles
-        .iter()
-        .enumerate()
-        .filter(|(_, r)| matches!(r, Role::Client { .. }))
-        .map(|(i, _)| i)
+    let clients: Vec<usize> = (0..names.len())
+        .filter(|&i| loaded.plan.waited_for(i))
         .collect();
     let duration = SimTime::from_millis(sc.duration_ms);
     let mut host_failure = None;
@@ -433,7 +425,7 @@ pub fn run(loaded: &Loaded, opts: &RunOptions) -> RunOutput {
         }
     }
 
-    let hosts = collect_hosts(&records.borrow(), &names, &ips, &loaded.roles);
+    let hosts = collect_hosts(&records.borrow(), &names, &ips, loaded);
     let mut netb = net.borrow_mut();
     let links = netb
         .links
@@ -469,12 +461,15 @@ pub fn run(loaded: &Loaded, opts: &RunOptions) -> RunOutput {
         Ok(o) => o.into_inner(),
         Err(rc) => {
             // Some host context is still alive (it cannot be after the sim is
-            // dropped, but do not rely on it): take a snapshot instead.
-            let mut o = rc.borrow_mut();
-            std::mem::replace(
-                &mut *o,
-                Observer::new(BTreeMap::new(), BTreeMap::new(), &[]),
-            )
+            // dropped, but do not rely on it): take its state instead.
+            let fresh = Observer::new(
+                loaded.protocol,
+                BTreeMap::new(),
+                loaded.plan.oracle(&[]),
+                &[],
+                &[],
+            );
+            std::mem::replace(&mut *rc.borrow_mut(), fresh)
         }
     };
     RunOutput {
@@ -509,10 +504,8 @@ fn quiescent(net: &Network, records: &[HostRecord]) -> bool {
             return true;
         }
         let next = match &r.machine {
-            HostMachine::None => None,
-            HostMachine::Client(_) if r.finished => None,
-            HostMachine::Client(m) => m.borrow().poll_timeout(),
-            HostMachine::Server(m) => m.borrow().poll_timeout(),
+            Some(m) if !r.finished => m.borrow().poll_timeout(),
+            _ => None,
         };
         next.is_none_or(|t| r.clock_start + t.since_start() > last)
     })
@@ -605,7 +598,7 @@ fn apply(
         Action::Crash(h) => {
             if let Some(i) = idx(&h.host) {
                 net.borrow_mut().set_host_up(i, false);
-                observer.borrow_mut().forget_host(net.borrow().hosts[i].ip);
+                observer.borrow_mut().oracle.host_crashed(i);
                 sim.crash(h.host.as_str());
             }
         }
@@ -623,8 +616,10 @@ struct HostCtx {
     seed: u64,
     names: Vec<String>,
     ips: Vec<Ipv4Addr>,
-    roles: Vec<Role>,
+    plan: std::sync::Arc<dyn Plan>,
+    protocol: &'static dyn Protocol,
     injections: Vec<crate::scenario::InjectDatagram>,
+    datagrams: Vec<Vec<u8>>,
     net: Rc<RefCell<Network>>,
     observer: Rc<RefCell<Observer>>,
     records: Rc<RefCell<Vec<HostRecord>>>,
@@ -652,8 +647,18 @@ async fn host_main(ctx: Rc<HostCtx>, i: usize) -> turmoil::Result {
     };
     let app = async {
         let role = run_role(&ctx, i, incarnation);
-        let injector =
-            inject::run_injector(&ctx.net, i, ctx.seed, &ctx.names, &ctx.ips, &ctx.injections);
+        let injector = inject::run_injector(
+            &ctx.net,
+            i,
+            ctx.seed,
+            &ctx.names,
+            &ctx.ips,
+            inject::Injections {
+                all: &ctx.injections,
+                built: &ctx.datagrams,
+                protocol: ctx.protocol,
+            },
+        );
         let (r, j) = tokio::join!(role, injector);
         r?;
         j.map_err(|e| format!("host {}: injection failed: {e}", ctx.names[i]))?;
@@ -691,55 +696,35 @@ async fn run_role(ctx: &HostCtx, i: usize, incarnation: u32) -> turmoil::Result 
 }
 
 async fn role_main(ctx: &HostCtx, i: usize, incarnation: u32) -> turmoil::Result {
-    let name = &ctx.names[i];
-    match &ctx.roles[i] {
-        Role::Idle => Ok(()),
-        Role::Client {
-            target,
-            port,
-            start_ms,
-            config,
-        } => {
-            sleep_until_sim(SimTime::from_millis(*start_ms)).await;
-            let sock = SimSocket::bind(ctx.net.clone(), i, 0, true)?;
-            let server = SocketAddrV4::new(ctx.ips[*target], *port);
-            ctx.observer
-                .borrow_mut()
-                .register_client(name, sock.addr(), server);
-            let mut rng = named_rng(ctx.seed, &format!("proto:{name}:{incarnation}"));
-            let stream_id = rng.next_u64();
-            let machine =
-                Initiator::with_stream_id(config.clone(), SocketAddr::V4(server), stream_id)
-                    .map_err(|e| format!("host {name}: initiator config: {e}"))?;
-            let machine = Rc::new(RefCell::new(machine));
-            ctx.records.borrow_mut()[i].machine = HostMachine::Client(machine.clone());
-            drive(ctx, i, machine, sock).await;
-            Ok(())
-        }
-        Role::Server { port, config } => {
-            let sock = SimSocket::bind(ctx.net.clone(), i, *port, true)?;
-            let machine = Responder::new(config.clone())
-                .map_err(|e| format!("host {name}: responder config: {e}"))?;
-            let machine = Rc::new(RefCell::new(machine));
-            ctx.records.borrow_mut()[i].machine = HostMachine::Server(machine.clone());
-            drive(ctx, i, machine, sock).await;
-            Ok(())
-        }
+    if let Some(t) = ctx.plan.start_at(i) {
+        sleep_until_sim(t).await;
     }
+    let hctx = streamlab_core::sut::HostCtx {
+        seed: ctx.seed,
+        incarnation,
+        addrs: &ctx.ips,
+        names: &ctx.names,
+    };
+    let Some(machine) = ctx.plan.host_machine(i, &hctx) else {
+        return Ok(());
+    };
+    ctx.observer.borrow_mut().oracle.host_started(i);
+    let machine = Rc::new(RefCell::new(machine));
+    ctx.records.borrow_mut()[i].machine = Some(machine.clone());
+    drive(ctx, i, machine).await;
+    Ok(())
 }
 
-/// Run one host's machine to the end over its socket, keeping its events
+/// Run one host's machine to the end over its sockets, keeping its events
 /// and recording how its driver stopped.
-async fn drive<M: Machine>(ctx: &HostCtx, i: usize, machine: Rc<RefCell<M>>, sock: SimSocket) {
+async fn drive(ctx: &HostCtx, i: usize, machine: Rc<RefCell<Box<dyn HostMachine>>>) {
     ctx.records.borrow_mut()[i].clock_start = sim_now();
-    let mut driver = Driver::new(Shared(machine), sock);
-    let res = driver
-        .run(|o| {
-            if let Observation::Event(_, e) = o {
-                keep_event(ctx, i, &e);
-            }
-        })
-        .await;
+    let net = SimNet {
+        net: ctx.net.clone(),
+        host: i,
+    };
+    let mut driver = HostDriver::new(Shared(machine), net);
+    let res = driver.run(|_, e| keep_event(ctx, i, &e)).await;
     let mut recs = ctx.records.borrow_mut();
     if let Err(e) = res {
         recs[i].driver_error = Some(e.to_string());
@@ -752,21 +737,17 @@ fn collect_hosts(
     records: &[HostRecord],
     names: &[String],
     ips: &[Ipv4Addr],
-    roles: &[Role],
+    loaded: &Loaded,
 ) -> Vec<HostResult> {
     records
         .iter()
         .enumerate()
         .map(|(i, r)| {
-            let role = match roles[i] {
-                Role::Idle => "idle",
-                Role::Client { .. } => "client",
-                Role::Server { .. } => "server",
-            };
+            let waited = loaded.plan.waited_for(i);
             let mut h = HostResult {
                 name: names[i].clone(),
                 address: ips[i],
-                role,
+                role: loaded.roles[i].clone().unwrap_or_else(|| "idle".into()),
                 outcome: None,
                 error: None,
                 error_message: None,
@@ -779,29 +760,29 @@ fn collect_hosts(
                 events_dropped: r.events_dropped,
             };
             match &r.machine {
-                HostMachine::None => {
-                    if role == "client" {
+                None => {
+                    if waited {
                         h.outcome = Some("unfinished".into());
                         h.state = Some("not started".into());
                     }
                 }
-                HostMachine::Client(m) => {
-                    h.finished_at_ms = r.finished_at.map(|t| t.as_micros() as f64 / 1000.0);
-                    let m = m.borrow();
-                    h.stats = serde_json::to_value(m.stats()).unwrap_or_default();
-                    h.state = Some(format!("{:?}", m.state()));
-                    match m.outcome() {
-                        None => h.outcome = Some("unfinished".into()),
-                        Some(Outcome::Completed) => h.outcome = Some("completed".into()),
-                        Some(Outcome::Failed(e)) => {
+                Some(m) => {
+                    let report = m.borrow().report();
+                    h.stats = report.stats;
+                    h.state = report.state;
+                    if waited {
+                        h.finished_at_ms = r.finished_at.map(|t| t.as_micros() as f64 / 1000.0);
+                    }
+                    match report.outcome {
+                        None if waited => h.outcome = Some("unfinished".into()),
+                        None => {}
+                        Some(HostOutcome::Completed) => h.outcome = Some("completed".into()),
+                        Some(HostOutcome::Failed { name, message }) => {
                             h.outcome = Some("failed".into());
-                            h.error = Some(e.name().to_string());
-                            h.error_message = Some(e.to_string());
+                            h.error = Some(name);
+                            h.error_message = Some(message);
                         }
                     }
-                }
-                HostMachine::Server(m) => {
-                    h.stats = serde_json::to_value(m.borrow().stats()).unwrap_or_default();
                 }
             }
             h

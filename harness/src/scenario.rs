@@ -12,11 +12,17 @@ use std::path::Path;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
+use streamlab_core::sut::{HostDecl, Plan, Protocol, ScenarioDecl};
 use streamlab_impair::LinkConfig;
-use streamlab_mediastream::proto::{InitiatorConfig, ResponderConfig};
 
-/// The default UDP port servers listen on (ctsTraffic's).
+pub use streamlab_core::sut::Bound;
+
+/// The default destination port of injected datagrams.
 pub const DEFAULT_PORT: u16 = 4444;
+
+fn default_port() -> u16 {
+    DEFAULT_PORT
+}
 
 /// A scenario file.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
@@ -32,11 +38,13 @@ pub struct Scenario {
     /// Simulated time bound. A run whose clients have not all finished by
     /// then fails with a stall.
     pub duration_ms: u64,
-    /// Stream parameters shared by every client and server (the
-    /// out-of-band agreement ctsTraffic also relies on): merged into each
-    /// host's `config`, whose own keys win.
-    #[serde(default)]
-    pub stream: StreamParams,
+    /// The protocol under test, by its registered name (`streamlab
+    /// protocols` lists them), e.g. `mediastream`.
+    pub protocol: String,
+    /// Protocol-wide options (for the media stream: the stream parameters
+    /// both ends share). The protocol's schema says what they are.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub options: Option<serde_json::Value>,
     /// The simulated hosts, in registration order (which fixes their
     /// addresses: the first is 192.168.0.1).
     pub hosts: Vec<HostSpec>,
@@ -57,84 +65,28 @@ pub struct Scenario {
     pub expect: Expect,
 }
 
-/// Stream parameters both ends must agree on.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
-#[serde(deny_unknown_fields)]
-pub struct StreamParams {
-    /// Stream bit rate (rounded down to a multiple of 8).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub bits_per_second: Option<u64>,
-    /// Frames per second.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub frame_rate: Option<u32>,
-    /// Stream length, seconds.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub stream_length_s: Option<u32>,
-    /// Largest datagram, bytes, header included.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub datagram_size: Option<u32>,
-}
-
-impl StreamParams {
-    fn as_map(&self) -> serde_json::Map<String, serde_json::Value> {
-        match serde_json::to_value(self) {
-            Ok(serde_json::Value::Object(m)) => m,
-            _ => serde_json::Map::new(),
-        }
-    }
-}
-
-/// One simulated host. Exactly one of `client` / `server` may be given; a
-/// host with neither runs no protocol code (e.g. a source of injected
-/// traffic).
+/// One simulated host. `role` holds exactly one key, the role's name
+/// (`{"client": {…}}`), whose object the protocol defines; a host without
+/// a role runs no protocol code (e.g. a source of injected traffic).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct HostSpec {
     /// Host name (also its capture interface name).
     pub name: String,
-    /// Runs the initiator (receives the media stream).
+    /// The host's role in the protocol and its configuration.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub client: Option<ClientSpec>,
-    /// Runs the responder (sends the media stream).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub server: Option<ServerSpec>,
+    pub role: Option<BTreeMap<String, serde_json::Value>>,
 }
 
-/// A client host.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
-#[serde(deny_unknown_fields)]
-pub struct ClientSpec {
-    /// The server host to stream from.
-    pub target: String,
-    /// The server's port.
-    #[serde(default = "default_port")]
-    pub port: u16,
-    /// When the client starts (simulated time).
-    #[serde(default)]
-    pub start_ms: u64,
-    /// Initiator options (`InitiatorConfig`): stream parameters, handshake
-    /// timing. Unknown keys are rejected.
-    #[serde(default)]
-    #[schemars(with = "BTreeMap<String, serde_json::Value>")]
-    pub config: serde_json::Map<String, serde_json::Value>,
-}
-
-/// A server host.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
-#[serde(deny_unknown_fields)]
-pub struct ServerSpec {
-    /// The port to listen on.
-    #[serde(default = "default_port")]
-    pub port: u16,
-    /// Responder options (`ResponderConfig`): stream parameters, pending
-    /// table size, START_ACK retransmission, IMMEDIATE policy.
-    #[serde(default)]
-    #[schemars(with = "BTreeMap<String, serde_json::Value>")]
-    pub config: serde_json::Map<String, serde_json::Value>,
-}
-
-fn default_port() -> u16 {
-    DEFAULT_PORT
+impl HostSpec {
+    /// The role's name and object, if the host has exactly one role.
+    pub fn role(&self) -> Option<(&str, &serde_json::Value)> {
+        let r = self.role.as_ref()?;
+        if r.len() != 1 {
+            return None;
+        }
+        r.iter().next().map(|(k, v)| (k.as_str(), v))
+    }
 }
 
 /// Impairments of the link between hosts `a` and `b`: either `both`, or
@@ -293,73 +245,20 @@ impl Inject {
     }
 }
 
-/// Frame types as scenario files name them.
-#[derive(
-    Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize, JsonSchema,
-)]
-#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
-pub enum FrameKind {
-    /// START (type 1).
-    Start,
-    /// START_ACK (type 2).
-    StartAck,
-    /// START_CONFIRM (type 3).
-    StartConfirm,
-    /// ERROR (type 4).
-    Error,
-    /// DATA (type 16).
-    Data,
-}
-
-impl FrameKind {
-    /// The type byte on the wire.
-    pub fn type_byte(self) -> u8 {
-        match self {
-            FrameKind::Start => 1,
-            FrameKind::StartAck => 2,
-            FrameKind::StartConfirm => 3,
-            FrameKind::Error => 4,
-            FrameKind::Data => 16,
-        }
-    }
-
-    /// The kind of a type byte, if it is one.
-    pub fn from_type_byte(b: u8) -> Option<FrameKind> {
-        Some(match b {
-            1 => FrameKind::Start,
-            2 => FrameKind::StartAck,
-            3 => FrameKind::StartConfirm,
-            4 => FrameKind::Error,
-            16 => FrameKind::Data,
-            _ => return None,
-        })
-    }
-
-    /// The name used in scenario files and reports.
-    pub fn name(self) -> &'static str {
-        match self {
-            FrameKind::Start => "START",
-            FrameKind::StartAck => "START_ACK",
-            FrameKind::StartConfirm => "START_CONFIRM",
-            FrameKind::Error => "ERROR",
-            FrameKind::Data => "DATA",
-        }
-    }
-}
-
-impl fmt::Display for FrameKind {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.name())
-    }
-}
-
 /// Which datagrams a rule acts on.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct FrameMatch {
-    /// Only frames of this type (default: any datagram).
+    /// Only frames of this kind, as the protocol's classifier names it
+    /// (default: any datagram).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub frame_type: Option<FrameKind>,
+    pub kind: Option<String>,
+    /// Only datagrams from this source port.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub src_port: Option<u16>,
+    /// Only datagrams to this destination port.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dst_port: Option<u16>,
     /// Only the n-th matching datagram on this direction (1-based), and the
     /// `count - 1` after it. Default: every match.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -385,20 +284,23 @@ pub struct Overwrite {
     pub hex: String,
 }
 
+/// A field and the value to write into it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SetField {
+    /// The field's name, e.g. `stream_id`.
+    pub field: String,
+    /// The value; it must fit the field's width.
+    pub value: u64,
+}
+
 /// What a rule does to a matching datagram.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "snake_case", deny_unknown_fields)]
 pub enum RuleAction {
-    /// Set the StreamId field (bytes 4..12).
-    SetStreamId(u64),
-    /// Set the version byte (byte 1).
-    SetVersion(u8),
-    /// Set the flags field (bytes 2..4).
-    SetFlags(u16),
-    /// Set the frame type byte (byte 0).
-    SetType(u8),
-    /// Set a DATA frame's sequence number (bytes 12..16).
-    SetSequence(u32),
+    /// Set a named field of the protocol (`streamlab protocols` lists
+    /// them), big-endian, where the datagram has it.
+    SetField(SetField),
     /// Keep only the first N bytes.
     Truncate(usize),
     /// Overwrite bytes at an offset (the datagram grows if needed).
@@ -424,40 +326,6 @@ pub struct RewriteRule {
     pub action: RuleAction,
 }
 
-/// A structured frame to inject.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
-#[serde(deny_unknown_fields)]
-pub struct FrameSpec {
-    /// Frame type.
-    #[serde(rename = "type")]
-    pub kind: FrameKind,
-    /// Version byte (default 1).
-    #[serde(default = "one")]
-    pub version: u8,
-    /// Flags (default 0).
-    #[serde(default)]
-    pub flags: u16,
-    /// StreamId.
-    #[serde(default)]
-    pub stream_id: u64,
-    /// ERROR: the code.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub code: Option<u16>,
-    /// ERROR: the reason.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub reason: Option<String>,
-    /// DATA: the sequence number (default 1).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub sequence: Option<u32>,
-    /// Control frames: pad with a PADDING TLV to this total size.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub pad_to: Option<usize>,
-}
-
-fn one() -> u8 {
-    1
-}
-
 /// Send many copies from many source tuples.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
@@ -471,9 +339,11 @@ pub struct Flood {
     /// Gap between datagrams.
     #[serde(default)]
     pub interval_us: u64,
-    /// Give each datagram of a structured frame its own StreamId (seeded).
-    #[serde(default)]
-    pub distinct_stream_ids: bool,
+    /// Give each datagram its own seeded value of this protocol field (e.g.
+    /// the media stream's `stream_id`), so every copy looks like a new
+    /// connection.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub distinct_field: Option<String>,
 }
 
 fn one_u32() -> u32 {
@@ -481,7 +351,7 @@ fn one_u32() -> u32 {
 }
 
 /// A datagram (or flood) a host sends outside any protocol code.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct InjectDatagram {
     /// When.
@@ -499,56 +369,13 @@ pub struct InjectDatagram {
     /// Raw bytes as hex (spaces allowed). Exactly one of `hex` / `frame`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub hex: Option<String>,
-    /// A structured frame.
+    /// A structured frame, as the protocol describes it (its schema says
+    /// how).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub frame: Option<FrameSpec>,
+    pub frame: Option<serde_json::Value>,
     /// Repeat as a flood.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub flood: Option<Flood>,
-}
-
-/// Bounds on a number. All given bounds must hold.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
-#[serde(deny_unknown_fields)]
-pub struct Bound {
-    /// Exactly this value.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub eq: Option<f64>,
-    /// At least this value.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub min: Option<f64>,
-    /// At most this value.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub max: Option<f64>,
-}
-
-impl Bound {
-    /// Whether `v` satisfies every given bound.
-    pub fn holds(&self, v: f64) -> bool {
-        self.eq.is_none_or(|e| v == e)
-            && self.min.is_none_or(|m| v >= m)
-            && self.max.is_none_or(|m| v <= m)
-    }
-}
-
-impl fmt::Display for Bound {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let mut parts = Vec::new();
-        if let Some(e) = self.eq {
-            parts.push(format!("== {e}"));
-        }
-        if let Some(m) = self.min {
-            parts.push(format!(">= {m}"));
-        }
-        if let Some(m) = self.max {
-            parts.push(format!("<= {m}"));
-        }
-        if parts.is_empty() {
-            f.write_str("(any)")
-        } else {
-            f.write_str(&parts.join(" and "))
-        }
-    }
 }
 
 /// How a host's protocol run must end.
@@ -561,33 +388,30 @@ pub enum OutcomeKind {
     Failed,
 }
 
-/// Expectations about one host.
+/// Expectations about one host. Besides the keys below, a host takes the
+/// protocol's own expectations (for the media stream's clients:
+/// `handshake`, `time_to_stream_ms`), validated by the protocol.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
-#[serde(deny_unknown_fields)]
 pub struct HostExpect {
-    /// Client hosts: how the stream must end.
+    /// Hosts the run waits for (clients): how the run must end.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub outcome: Option<OutcomeKind>,
-    /// Client hosts: the error name a failure must carry (e.g.
-    /// `handshake_timeout`; see docs/protocol.md for the list).
+    /// The outcome name a failure must carry (e.g. `handshake_timeout`;
+    /// the protocol's documentation lists them).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
     /// Bounds on the host's stats counters, by dotted path into its stats
     /// object (see a run report for the names).
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub stats: BTreeMap<String, Bound>,
-    /// Client hosts: bounds on time from the first START to streaming.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub time_to_stream_ms: Option<Bound>,
-    /// Client hosts: bounds on the simulated time at which the protocol run
-    /// finished (completed or failed), ms since the start of the run.
+    /// Hosts the run waits for: bounds on the simulated time at which the
+    /// protocol run finished (completed or failed), ms since the start.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub finished_at_ms: Option<Bound>,
-    /// Client hosts: the control frames exchanged with the server before the
-    /// first DATA reached the client, in send order, as sent on the wire
-    /// (e.g. `["START", "START_ACK", "START_CONFIRM"]`).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub handshake: Option<Vec<FrameKind>>,
+    /// The protocol's own expectations of this host.
+    #[serde(flatten)]
+    #[schemars(skip)]
+    pub protocol: serde_json::Map<String, serde_json::Value>,
 }
 
 /// A count of frames on the wire.
@@ -600,10 +424,10 @@ pub struct FrameCount {
     /// Receiving host (default: any).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub to: Option<String>,
-    /// Frame type.
-    #[serde(rename = "type")]
-    pub kind: FrameKind,
-    /// ERROR frames: only this code (by name, e.g. `BUSY`).
+    /// Frame kind, as the protocol's classifier names it.
+    pub kind: String,
+    /// Only frames carrying this error code (by name, e.g. `BUSY`, or
+    /// number).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub code: Option<String>,
     /// Count sends (`sent`, default) or arrivals handed to the application
@@ -656,6 +480,33 @@ pub struct Expect {
     /// Realized statistics of link directions.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub links: Vec<LinkExpect>,
+    /// Frame sequences between two hosts.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub sequence: Vec<SequenceExpect>,
+}
+
+/// The frames sent between two hosts, in send order, as sent (before any
+/// rewrite; lost ones too), must be exactly `kinds`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SequenceExpect {
+    /// One host.
+    pub from: String,
+    /// The other.
+    pub to: String,
+    /// Count frames in both directions (default) or only `from` → `to`.
+    #[serde(default = "yes")]
+    pub both_ways: bool,
+    /// Only frames of these kinds (default: every kind).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub of: Option<Vec<String>>,
+    /// The frame kinds expected, in order; the sequence must have exactly
+    /// these (nothing more).
+    pub kinds: Vec<String>,
+}
+
+fn yes() -> bool {
+    true
 }
 
 /// A problem with a scenario file.
@@ -680,40 +531,32 @@ impl ScenarioError {
     }
 }
 
-/// A parsed, validated scenario with everything the runner needs resolved.
-#[derive(Clone, Debug)]
+/// A parsed, validated scenario, compiled: the protocol, its plan, and
+/// everything the runner, rules and injector need resolved.
+#[derive(Clone)]
 pub struct Loaded {
     /// The scenario as written.
     pub scenario: Scenario,
     /// SHA-256 of the canonical JSON of the file, hex.
     pub id: String,
-    /// Each host's protocol configuration, resolved (index = host index).
-    pub roles: Vec<Role>,
+    /// The protocol under test.
+    pub protocol: &'static dyn Protocol,
+    /// The protocol part, compiled.
+    pub plan: std::sync::Arc<dyn Plan>,
+    /// Each host's role name (`None`: no role), by host index.
+    pub roles: Vec<Option<String>>,
+    /// The bytes of each `inject.datagrams` entry.
+    pub datagrams: Vec<Vec<u8>>,
 }
 
-/// A host's resolved protocol role.
-#[derive(Clone, Debug)]
-pub enum Role {
-    /// Runs no protocol code.
-    Idle,
-    /// Runs the initiator against `target` (host index) : `port`.
-    Client {
-        /// Server host index.
-        target: usize,
-        /// Server port.
-        port: u16,
-        /// Start time.
-        start_ms: u64,
-        /// Resolved configuration.
-        config: InitiatorConfig,
-    },
-    /// Runs the responder on `port`.
-    Server {
-        /// Listening port.
-        port: u16,
-        /// Resolved configuration.
-        config: ResponderConfig,
-    },
+impl fmt::Debug for Loaded {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Loaded")
+            .field("scenario", &self.scenario.name)
+            .field("id", &self.id)
+            .field("protocol", &self.protocol.name())
+            .finish_non_exhaustive()
+    }
 }
 
 impl Loaded {
@@ -721,6 +564,51 @@ impl Loaded {
     pub fn host_index(&self, name: &str) -> Option<usize> {
         self.scenario.hosts.iter().position(|h| h.name == name)
     }
+}
+
+/// The JSON Schema of scenario files: the generic format, with each
+/// registered protocol's options, roles, frames and host expectations
+/// selected by `protocol`.
+pub fn schema() -> serde_json::Value {
+    let mut base = serde_json::to_value(schemars::schema_for!(Scenario)).unwrap_or_default();
+    let variants: Vec<serde_json::Value> = crate::registry::protocols()
+        .iter()
+        .map(|p| {
+            let ps = p.schema();
+            let roles: serde_json::Map<String, serde_json::Value> = ps
+                .roles
+                .iter()
+                .map(|(n, s)| (n.to_string(), s.clone()))
+                .collect();
+            serde_json::json!({
+                "if": { "properties": { "protocol": { "const": p.name() } } },
+                "then": {
+                    "properties": {
+                        "options": ps.options,
+                        "hosts": { "items": { "properties": { "role": {
+                            "type": "object",
+                            "properties": roles,
+                            "additionalProperties": false,
+                            "maxProperties": 1
+                        } } } },
+                        "inject": { "properties": { "datagrams": { "items": { "properties": { "frame": ps.frame } } } } },
+                        "expect": { "properties": { "hosts": { "additionalProperties": ps.host_expect } } }
+                    }
+                }
+            })
+        })
+        .collect();
+    if let Some(obj) = base.as_object_mut() {
+        obj.insert("allOf".into(), serde_json::Value::Array(variants));
+        let names: Vec<&str> = crate::registry::names();
+        if let Some(props) = obj.get_mut("properties").and_then(|p| p.as_object_mut()) {
+            props.insert(
+                "protocol".into(),
+                serde_json::json!({ "enum": names, "description": "The protocol under test." }),
+            );
+        }
+    }
+    base
 }
 
 /// The id of a scenario: SHA-256 (hex) of its canonical JSON (keys sorted,
@@ -776,7 +664,7 @@ pub fn parse(text: &str, origin: &str) -> Result<Loaded, Vec<ScenarioError>> {
             message: strip_position(&inner.to_string()),
         }]
     })?;
-    let roles = validate(&scenario).map_err(|mut errs| {
+    let c = validate(&scenario).map_err(|mut errs| {
         for e in &mut errs {
             e.location = format!("{origin}: ");
         }
@@ -785,7 +673,10 @@ pub fn parse(text: &str, origin: &str) -> Result<Loaded, Vec<ScenarioError>> {
     Ok(Loaded {
         id: scenario_id(&value),
         scenario,
-        roles,
+        protocol: c.protocol,
+        plan: c.plan,
+        roles: c.roles,
+        datagrams: c.datagrams,
     })
 }
 
@@ -845,33 +736,28 @@ pub fn parse_hex(s: &str) -> Result<Vec<u8>, String> {
     hex::decode(&digits).map_err(|e| format!("not hex: {e}"))
 }
 
-fn merge(
-    base: &serde_json::Map<String, serde_json::Value>,
-    over: &serde_json::Map<String, serde_json::Value>,
-) -> serde_json::Value {
-    let mut m = base.clone();
-    for (k, v) in over {
-        m.insert(k.clone(), v.clone());
-    }
-    serde_json::Value::Object(m)
+/// What validation resolves for the runner.
+struct Compiled {
+    protocol: &'static dyn Protocol,
+    plan: std::sync::Arc<dyn Plan>,
+    roles: Vec<Option<String>>,
+    datagrams: Vec<Vec<u8>>,
 }
 
-fn typed_config<T: serde::de::DeserializeOwned>(
-    value: serde_json::Value,
-    path: &str,
-) -> Result<T, ScenarioError> {
-    serde_path_to_error::deserialize(value).map_err(|e| {
-        let sub = json_path(e.path());
-        ScenarioError::at(
-            format!("{path}{}", sub.trim_start_matches('$')),
-            e.into_inner().to_string(),
-        )
-    })
-}
-
-/// Semantic checks that typing cannot express. Returns each host's role.
-fn validate(s: &Scenario) -> Result<Vec<Role>, Vec<ScenarioError>> {
+/// Semantic checks that typing cannot express, and the protocol's
+/// compilation of its part.
+fn validate(s: &Scenario) -> Result<Compiled, Vec<ScenarioError>> {
     let mut errs = Vec::new();
+    let Some(protocol) = crate::registry::protocol(&s.protocol) else {
+        return Err(vec![ScenarioError::at(
+            "$.protocol",
+            format!(
+                "unknown protocol {:?}; registered protocols: {}",
+                s.protocol,
+                crate::registry::names().join(", ")
+            ),
+        )]);
+    };
     if !is_valid_name(&s.name) {
         errs.push(ScenarioError::at(
             "$.name",
@@ -924,81 +810,72 @@ fn validate(s: &Scenario) -> Result<Vec<Role>, Vec<ScenarioError>> {
                 format!("duplicate host name {:?}", h.name),
             ));
         }
-        let role = match (&h.client, &h.server) {
-            (Some(_), Some(_)) => {
+        let known: Vec<&str> = protocol.roles().iter().map(|r| r.name).collect();
+        match &h.role {
+            None => roles.push(None),
+            Some(r) if r.len() != 1 => {
                 errs.push(ScenarioError::at(
-                    p.clone(),
-                    "a host is a client or a server, not both",
+                    format!("{p}.role"),
+                    format!(
+                        "give exactly one role (one of: {}); found {}",
+                        known.join(", "),
+                        r.len()
+                    ),
                 ));
-                Role::Idle
+                roles.push(None);
             }
-            (Some(c), None) => {
-                let target = host(&c.target, format!("{p}.client.target"), &mut errs);
-                if target.is_some_and(|t| s.hosts[t].server.is_none()) {
+            Some(r) => {
+                let name = r.keys().next().cloned().unwrap_or_default();
+                if !known.contains(&name.as_str()) {
                     errs.push(ScenarioError::at(
-                        format!("{p}.client.target"),
-                        format!("host {:?} is not a server", c.target),
+                        format!("{p}.role.{name}"),
+                        format!(
+                            "{} has no role {name:?}; its roles are: {}",
+                            protocol.name(),
+                            known.join(", ")
+                        ),
                     ));
-                }
-                if c.start_ms >= s.duration_ms {
-                    errs.push(ScenarioError::at(
-                        format!("{p}.client.start_ms"),
-                        format!("{} is not before duration_ms {}", c.start_ms, s.duration_ms),
-                    ));
-                }
-                if c.port == 0 {
-                    errs.push(ScenarioError::at(
-                        format!("{p}.client.port"),
-                        "port 0 cannot be sent to",
-                    ));
-                }
-                let cp = format!("{p}.client.config");
-                match typed_config::<InitiatorConfig>(merge(&s.stream.as_map(), &c.config), &cp) {
-                    Ok(config) => {
-                        if let Err(e) = config.validate() {
-                            errs.push(ScenarioError::at(cp, e.to_string()));
-                        }
-                        Role::Client {
-                            target: target.unwrap_or(0),
-                            port: c.port,
-                            start_ms: c.start_ms,
-                            config,
-                        }
-                    }
-                    Err(e) => {
-                        errs.push(e);
-                        Role::Idle
-                    }
+                    roles.push(None);
+                } else {
+                    roles.push(Some(name));
                 }
             }
-            (None, Some(sv)) => {
-                if sv.port == 0 {
-                    errs.push(ScenarioError::at(
-                        format!("{p}.server.port"),
-                        "give the port to listen on (port 0 would pick an ephemeral one)",
-                    ));
-                }
-                let cp = format!("{p}.server.config");
-                match typed_config::<ResponderConfig>(merge(&s.stream.as_map(), &sv.config), &cp) {
-                    Ok(config) => {
-                        if let Err(e) = config.validate() {
-                            errs.push(ScenarioError::at(cp, e.to_string()));
-                        }
-                        Role::Server {
-                            port: sv.port,
-                            config,
-                        }
-                    }
-                    Err(e) => {
-                        errs.push(e);
-                        Role::Idle
-                    }
-                }
-            }
-            (None, None) => Role::Idle,
-        };
-        roles.push(role);
+        }
     }
+    let mut generic_ok = errs.is_empty();
+    let decl = ScenarioDecl {
+        duration_ms: s.duration_ms,
+        options: s.options.as_ref(),
+        hosts: s
+            .hosts
+            .iter()
+            .zip(&roles)
+            .map(|(h, r)| HostDecl {
+                name: &h.name,
+                role: r.as_deref(),
+                config: r.as_ref().and_then(|_| h.role()).map(|(_, v)| v),
+            })
+            .collect(),
+        host_expect: s
+            .expect
+            .hosts
+            .iter()
+            .map(|(n, e)| (n.as_str(), e.protocol.clone()))
+            .collect(),
+    };
+    let plan = if generic_ok {
+        match protocol.compile(&decl) {
+            Ok(p) => Some(p),
+            Err(e) => {
+                generic_ok = false;
+                errs.extend(e.into_iter().map(|e| ScenarioError::at(e.path, e.message)));
+                None
+            }
+        }
+    } else {
+        None
+    };
+    let _ = generic_ok;
     let mut seen_pairs = BTreeMap::new();
     for (i, l) in s.links.iter().enumerate() {
         let p = format!("$.links[{i}]");
@@ -1152,6 +1029,27 @@ fn validate(s: &Scenario) -> Result<Vec<Role>, Vec<ScenarioError>> {
                 "must be >= 1",
             ));
         }
+        if let Some(k) = &r.matching.kind {
+            check_kind(protocol, k, format!("{p}.match.kind"), &mut errs);
+        }
+        if let RuleAction::SetField(f) = &r.action {
+            if !protocol.fields().iter().any(|(n, _)| *n == f.field) {
+                errs.push(ScenarioError::at(
+                    format!("{p}.action.set_field.field"),
+                    format!(
+                        "{} has no field {:?}; fields: {}",
+                        protocol.name(),
+                        f.field,
+                        protocol
+                            .fields()
+                            .iter()
+                            .map(|(n, _)| *n)
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    ),
+                ));
+            }
+        }
         if let RuleAction::Overwrite(o) = &r.action {
             match parse_hex(&o.hex) {
                 Ok(b) if b.is_empty() => errs.push(ScenarioError::at(
@@ -1177,6 +1075,7 @@ fn validate(s: &Scenario) -> Result<Vec<Role>, Vec<ScenarioError>> {
             }
         }
     }
+    let mut datagrams = Vec::new();
     for (i, d) in s.inject.datagrams.iter().enumerate() {
         let p = format!("$.inject.datagrams[{i}]");
         host(&d.from, format!("{p}.from"), &mut errs);
@@ -1196,33 +1095,51 @@ fn validate(s: &Scenario) -> Result<Vec<Role>, Vec<ScenarioError>> {
                 "UDP port 0 cannot be sent to or from",
             ));
         }
-        match (&d.hex, &d.frame) {
+        let bytes = match (&d.hex, &d.frame) {
             (Some(h), None) => match parse_hex(h) {
-                Ok(b) if b.len() > 65_507 => errs.push(ScenarioError::at(
-                    format!("{p}.hex"),
-                    format!("{} bytes is more than a UDP datagram holds", b.len()),
-                )),
-                Ok(_) => {}
-                Err(e) => errs.push(ScenarioError::at(format!("{p}.hex"), e)),
+                Ok(b) if b.len() > 65_507 => {
+                    errs.push(ScenarioError::at(
+                        format!("{p}.hex"),
+                        format!("{} bytes is more than a UDP datagram holds", b.len()),
+                    ));
+                    Vec::new()
+                }
+                Ok(b) => b,
+                Err(e) => {
+                    errs.push(ScenarioError::at(format!("{p}.hex"), e));
+                    Vec::new()
+                }
             },
-            (None, Some(f)) => {
-                if f.pad_to.is_some_and(|n| n > 65_507) {
+            (None, Some(f)) => match protocol.build_frame(f, &format!("{p}.frame")) {
+                Ok(b) if b.len() > 65_507 => {
                     errs.push(ScenarioError::at(
-                        format!("{p}.frame.pad_to"),
-                        "more than a UDP datagram holds",
+                        format!("{p}.frame"),
+                        format!("{} bytes is more than a UDP datagram holds", b.len()),
                     ));
+                    Vec::new()
                 }
-                if f.reason.as_ref().is_some_and(|r| r.len() > 255) {
-                    errs.push(ScenarioError::at(
-                        format!("{p}.frame.reason"),
-                        "longer than 255 bytes",
-                    ));
+                Ok(b) => b,
+                Err(e) => {
+                    errs.push(ScenarioError::at(e.path, e.message));
+                    Vec::new()
                 }
+            },
+            _ => {
+                errs.push(ScenarioError::at(
+                    p.clone(),
+                    "give exactly one of `hex` and `frame`",
+                ));
+                Vec::new()
             }
-            _ => errs.push(ScenarioError::at(
-                p.clone(),
-                "give exactly one of `hex` and `frame`",
-            )),
+        };
+        datagrams.push(bytes);
+        if let Some(field) = d.flood.as_ref().and_then(|f| f.distinct_field.as_ref()) {
+            if !protocol.fields().iter().any(|(n, _)| n == field) {
+                errs.push(ScenarioError::at(
+                    format!("{p}.flood.distinct_field"),
+                    format!("{} has no field {field:?}", protocol.name()),
+                ));
+            }
         }
         if let Some(f) = &d.flood {
             // The simulator's cost per datagram grows with what is queued in
@@ -1260,17 +1177,14 @@ fn validate(s: &Scenario) -> Result<Vec<Role>, Vec<ScenarioError>> {
         let Some(i) = host(name, p.clone(), &mut errs) else {
             continue;
         };
-        let is_client = s.hosts[i].client.is_some();
-        if !is_client
-            && (he.outcome.is_some()
-                || he.error.is_some()
-                || he.time_to_stream_ms.is_some()
-                || he.finished_at_ms.is_some()
-                || he.handshake.is_some())
+        let waited = plan.as_ref().is_some_and(|pl| pl.waited_for(i));
+        if plan.is_some()
+            && !waited
+            && (he.outcome.is_some() || he.error.is_some() || he.finished_at_ms.is_some())
         {
             errs.push(ScenarioError::at(
                 p.clone(),
-                "outcome, error, time_to_stream_ms, finished_at_ms and handshake apply to client hosts only",
+                "outcome, error and finished_at_ms apply to hosts the run waits for (clients) only",
             ));
         }
         if he.error.is_some() && he.outcome == Some(OutcomeKind::Completed) {
@@ -1278,6 +1192,41 @@ fn validate(s: &Scenario) -> Result<Vec<Role>, Vec<ScenarioError>> {
                 format!("{p}.error"),
                 "an error is only expected with outcome \"failed\"",
             ));
+        }
+        let role = roles.get(i).cloned().flatten().unwrap_or_default();
+        if let Some(e) = &he.error {
+            let names = protocol.error_names(&role);
+            let generic = names
+                .iter()
+                .any(|n| n.ends_with("<code>") && e.starts_with(n.trim_end_matches("<code>")));
+            if !names.contains(e) && !generic {
+                errs.push(ScenarioError::at(
+                    format!("{p}.error"),
+                    format!(
+                        "{e:?} is no outcome name of a {role}; names are: {}",
+                        names.join(", ")
+                    ),
+                ));
+            }
+        }
+        if let Some(b) = he.finished_at_ms.and_then(|b| b.contradiction()) {
+            errs.push(ScenarioError::at(format!("{p}.finished_at_ms"), b));
+        }
+        let stat_names = protocol.stat_names(&role);
+        for (path, bound) in &he.stats {
+            if !stat_names.iter().any(|n| name_matches(n, path)) {
+                errs.push(ScenarioError::at(
+                    format!("{p}.stats.{path}"),
+                    format!(
+                        "a {} {role} has no stat {path:?}; stats are: {}",
+                        protocol.name(),
+                        stat_names.join(", ")
+                    ),
+                ));
+            }
+            if let Some(b) = bound.contradiction() {
+                errs.push(ScenarioError::at(format!("{p}.stats.{path}"), b));
+            }
         }
     }
     for (i, f) in s.expect.frames.iter().enumerate() {
@@ -1288,10 +1237,46 @@ fn validate(s: &Scenario) -> Result<Vec<Role>, Vec<ScenarioError>> {
         if let Some(h) = &f.to {
             host(h, format!("{p}.to"), &mut errs);
         }
-        if f.code.is_some() && f.kind != FrameKind::Error {
+        check_kind(protocol, &f.kind, format!("{p}.kind"), &mut errs);
+        if let Some(c) = &f.code {
+            let known = protocol
+                .codes()
+                .iter()
+                .any(|(n, name)| name == c || n.to_string() == *c);
+            if !known {
+                errs.push(ScenarioError::at(
+                    format!("{p}.code"),
+                    format!(
+                        "{c:?} is no {} code; codes: {}",
+                        protocol.name(),
+                        protocol
+                            .codes()
+                            .iter()
+                            .map(|(n, name)| format!("{name} ({n})"))
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    ),
+                ));
+            }
+        }
+        if let Some(b) = f.count.contradiction() {
+            errs.push(ScenarioError::at(format!("{p}.count"), b));
+        }
+    }
+    for (i, q) in s.expect.sequence.iter().enumerate() {
+        let p = format!("$.expect.sequence[{i}]");
+        host(&q.from, format!("{p}.from"), &mut errs);
+        host(&q.to, format!("{p}.to"), &mut errs);
+        for (k, kind) in q.kinds.iter().enumerate() {
+            check_kind(protocol, kind, format!("{p}.kinds[{k}]"), &mut errs);
+        }
+        for (k, kind) in q.of.iter().flatten().enumerate() {
+            check_kind(protocol, kind, format!("{p}.of[{k}]"), &mut errs);
+        }
+        if q.kinds.len() > 10_000 {
             errs.push(ScenarioError::at(
-                format!("{p}.code"),
-                "only ERROR frames have a code",
+                format!("{p}.kinds"),
+                "at most 10000 frames can be expected in one sequence",
             ));
         }
     }
@@ -1305,7 +1290,10 @@ fn validate(s: &Scenario) -> Result<Vec<Role>, Vec<ScenarioError>> {
                 "a link direction joins two different hosts",
             ));
         }
-        for path in l.stats.keys() {
+        for (path, bound) in &l.stats {
+            if let Some(b) = bound.contradiction() {
+                errs.push(ScenarioError::at(format!("{p}.stats.{path}"), b));
+            }
             if !crate::report::is_link_stat_path(path) {
                 errs.push(ScenarioError::at(
                     format!("{p}.stats.{path}"),
@@ -1317,9 +1305,38 @@ fn validate(s: &Scenario) -> Result<Vec<Role>, Vec<ScenarioError>> {
             }
         }
     }
-    if errs.is_empty() {
-        Ok(roles)
-    } else {
-        Err(errs)
+    match plan {
+        Some(plan) if errs.is_empty() => Ok(Compiled {
+            protocol,
+            plan: std::sync::Arc::from(plan),
+            roles,
+            datagrams,
+        }),
+        _ => Err(errs),
+    }
+}
+
+/// Whether `name` matches `pattern`, where a trailing `<n>` in the pattern
+/// stands for any decimal number.
+fn name_matches(pattern: &str, name: &str) -> bool {
+    match pattern.strip_suffix("<n>") {
+        Some(prefix) => name
+            .strip_prefix(prefix)
+            .is_some_and(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit())),
+        None => pattern == name,
+    }
+}
+
+/// `kind` must be one of the protocol's frame kinds.
+fn check_kind(protocol: &dyn Protocol, kind: &str, path: String, errs: &mut Vec<ScenarioError>) {
+    if !protocol.kinds().contains(&kind) {
+        errs.push(ScenarioError::at(
+            path,
+            format!(
+                "{} has no frame kind {kind:?}; kinds: {}",
+                protocol.name(),
+                protocol.kinds().join(", ")
+            ),
+        ));
     }
 }

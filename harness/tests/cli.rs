@@ -45,8 +45,8 @@ const GOOD: &str = r#"{
   "name": "cli_good",
   "seed": 9,
   "duration_ms": 6000,
-  "stream": { "bits_per_second": 200000, "frame_rate": 10, "stream_length_s": 1 },
-  "hosts": [ { "name": "server", "server": {} }, { "name": "client", "client": { "target": "server" } } ],
+  "protocol": "mediastream", "options": { "bits_per_second": 200000, "frame_rate": 10, "stream_length_s": 1 },
+  "hosts": [ { "name": "server", "role": { "server": {} } }, { "name": "client", "role": { "client": { "target": "server" } } } ],
   "expect": { "hosts": { "client": { "outcome": "completed", "stats": { "frames_completed": { "eq": 10 } } } } }
 }"#;
 
@@ -146,14 +146,14 @@ fn malformed_scenarios_exit_2_with_json_paths_never_panic() {
     let cases: &[(&str, String, &str)] = &[
         ("syntax.json", "{ \"name\": \"x\", ".to_string(), "syntax.json:1:"),
         ("unknown_key.json", GOOD.replace("\"seed\": 9", "\"seed\": 9, \"sead\": 1"), "unknown field `sead`"),
-        ("wrong_type.json", GOOD.replace("\"frame_rate\": 10", "\"frame_rate\": \"ten\""), "$.stream.frame_rate"),
-        ("bad_target.json", GOOD.replace("\"target\": \"server\"", "\"target\": \"srv\""), "$.hosts[1].client.target: no host named \"srv\""),
+        ("wrong_type.json", GOOD.replace("\"frame_rate\": 10", "\"frame_rate\": \"ten\""), "$.options.frame_rate"),
+        ("bad_target.json", GOOD.replace("\"target\": \"server\"", "\"target\": \"srv\""), "$.hosts[1].role.client.target: no host named \"srv\""),
         (
             "bad_prob.json",
             GOOD.replace("\"expect\"", "\"links\": [{\"a\": \"client\", \"b\": \"server\", \"both\": {\"loss\": {\"model\": \"random\", \"probability\": 1.5}}}], \"expect\""),
             "$.links[0].both.loss",
         ),
-        ("bad_config.json", GOOD.replace("\"client\": { \"target\": \"server\" }", "\"client\": { \"target\": \"server\", \"config\": { \"start_atempts\": 2 } }"), "$.hosts[1].client.config"),
+        ("bad_config.json", GOOD.replace("\"client\": { \"target\": \"server\" }", "\"client\": { \"target\": \"server\", \"config\": { \"start_atempts\": 2 } }"), "$.hosts[1].role.client.config"),
         ("no_action.json", GOOD.replace("\"expect\"", "\"timeline\": [{\"at_ms\": 5}], \"expect\""), "$.timeline[0]: exactly one action"),
         ("bad_hex.json", GOOD.replace("\"expect\"", "\"inject\": {\"datagrams\": [{\"at_ms\": 1, \"from\": \"client\", \"to\": \"server\", \"hex\": \"0g\"}]}, \"expect\""), "$.inject.datagrams[0].hex"),
         ("stat_on_server.json", GOOD.replace("\"client\": { \"outcome\"", "\"server\": { \"outcome\""), "$.expect.hosts.server"),
@@ -163,7 +163,7 @@ fn malformed_scenarios_exit_2_with_json_paths_never_panic() {
             GOOD.replace("\"expect\"", "\"inject\": {\"rules\": [{\"from\": \"server\", \"to\": \"client\", \"action\": {\"overwrite\": {\"offset\": 18446744073709551615, \"hex\": \"00\"}}}]}, \"expect\""),
             "$.inject.rules[0].action.overwrite: writes past the largest UDP datagram",
         ),
-        ("port0.json", GOOD.replace("\"server\": {}", "\"server\": { \"port\": 0 }"), "$.hosts[0].server.port"),
+        ("port0.json", GOOD.replace("\"server\": {}", "\"server\": { \"port\": 0 }"), "$.hosts[0].role.server.port"),
         (
             "restart_up.json",
             GOOD.replace("\"expect\"", "\"timeline\": [{\"at_ms\": 5, \"restart\": {\"host\": \"server\"}}], \"expect\""),
@@ -190,6 +190,16 @@ fn malformed_scenarios_exit_2_with_json_paths_never_panic() {
             "$.inject.datagrams[0].flood.interval_us",
         ),
         ("array.json", "[]".to_string(), "invalid type"),
+        ("no_protocol.json", GOOD.replace("\"protocol\": \"mediastream\", ", ""), "missing field `protocol`"),
+        ("unknown_protocol.json", GOOD.replace("\"protocol\": \"mediastream\"", "\"protocol\": \"rtp\""), "$.protocol: unknown protocol \"rtp\"; registered protocols: mediastream"),
+        ("unknown_role.json", GOOD.replace("\"role\": { \"server\"", "\"role\": { \"listener\""), "$.hosts[0].role.listener: mediastream has no role \"listener\""),
+        ("unknown_kind.json", GOOD.replace("\"expect\": {", "\"expect\": { \"frames\": [{\"kind\": \"SYN\", \"count\": {\"eq\": 1}}], "), "$.expect.frames[0].kind: mediastream has no frame kind \"SYN\""),
+        ("unknown_stat.json", GOOD.replace("\"frames_completed\"", "\"frames_complete\""), "$.expect.hosts.client.stats.frames_complete: a mediastream client has no stat"),
+        ("min_over_max.json", GOOD.replace("{ \"eq\": 10 }", "{ \"min\": 10, \"max\": 5 }"), "min 10 is greater than max 5"),
+        ("unknown_error.json", GOOD.replace("\"outcome\": \"completed\"", "\"outcome\": \"failed\", \"error\": \"timeout\""), "$.expect.hosts.client.error: \"timeout\" is no outcome name"),
+        ("stream_mismatch.json", GOOD.replace("\"client\": { \"target\": \"server\" }", "\"client\": { \"target\": \"server\", \"config\": { \"frame_rate\": 30 } }"), "contradicts options.frame_rate"),
+        ("bad_field.json", GOOD.replace("\"expect\"", "\"inject\": {\"rules\": [{\"from\": \"server\", \"to\": \"client\", \"action\": {\"set_field\": {\"field\": \"streamid\", \"value\": 1}}}]}, \"expect\""), "$.inject.rules[0].action.set_field.field: mediastream has no field \"streamid\""),
+        ("bad_frame.json", GOOD.replace("\"expect\"", "\"inject\": {\"datagrams\": [{\"at_ms\": 1, \"from\": \"client\", \"to\": \"server\", \"frame\": {\"kind\": \"SYN\"}}]}, \"expect\""), "$.inject.datagrams[0].frame: unknown frame kind \"SYN\""),
     ];
     for (file, body, needle) in cases {
         let path = write(&dir, file, body);

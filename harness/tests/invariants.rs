@@ -37,10 +37,10 @@ fn spoofed_data_from_the_server_tuple_is_not_blamed_on_the_responder() {
       "name": "spoofed_data",
       "seed": 1,
       "duration_ms": 6000,
-      "stream": { "bits_per_second": 200000, "frame_rate": 10, "stream_length_s": 1 },
-      "hosts": [ { "name": "server", "server": {} }, { "name": "client", "client": { "target": "server", "start_ms": 5 } } ],
+      "protocol": "mediastream", "options": { "bits_per_second": 200000, "frame_rate": 10, "stream_length_s": 1 },
+      "hosts": [ { "name": "server", "role": { "server": {} } }, { "name": "client", "role": { "client": { "target": "server", "start_ms": 5 } } } ],
       "inject": { "datagrams": [ { "at_ms": 10, "from": "server", "from_port": 4444, "to": "client", "to_port": 49152,
-                                   "frame": { "type": "DATA", "stream_id": 42, "sequence": 1 } } ] },
+                                   "frame": { "kind": "DATA", "stream_id": 42, "sequence": 1 } } ] },
       "expect": { "hosts": { "client": { "outcome": "completed", "stats": { "frames_completed": { "eq": 10 } } } } }
     }"#,
     );
@@ -56,8 +56,8 @@ fn stall_is_caught_and_names_the_state() {
       "name": "too_short",
       "seed": 1,
       "duration_ms": 500,
-      "stream": { "bits_per_second": 200000, "frame_rate": 10, "stream_length_s": 2 },
-      "hosts": [ { "name": "server", "server": {} }, { "name": "client", "client": { "target": "server" } } ]
+      "protocol": "mediastream", "options": { "bits_per_second": 200000, "frame_rate": 10, "stream_length_s": 2 },
+      "hosts": [ { "name": "server", "role": { "server": {} } }, { "name": "client", "role": { "client": { "target": "server" } } } ]
     }"#,
     );
     let c = failed(&r, "invariant.no_stall");
@@ -72,17 +72,20 @@ fn stall_is_caught_and_names_the_state() {
 /// A healthy run passes every invariant, and they are all evaluated.
 #[test]
 fn healthy_run_checks_every_invariant() {
-    let r = run_text(
-        r#"{
+    let text = r#"{
       "name": "healthy",
       "seed": 2,
       "duration_ms": 6000,
-      "stream": { "bits_per_second": 200000, "frame_rate": 10, "stream_length_s": 1 },
-      "hosts": [ { "name": "server", "server": {} }, { "name": "client", "client": { "target": "server" } } ]
-    }"#,
-    );
+      "protocol": "mediastream", "options": { "bits_per_second": 200000, "frame_rate": 10, "stream_length_s": 1 },
+      "hosts": [ { "name": "server", "role": { "server": {} } }, { "name": "client", "role": { "client": { "target": "server" } } } ]
+    }"#;
+    let r = run_text(text);
     assert_eq!(r.verdict, Verdict::Pass, "{}", r.failure_text());
-    for inv in streamlab_harness::checks::invariant_names() {
+    let loaded = parse(text, "inline.json").expect("valid");
+    let names = streamlab_harness::checks::invariant_names(&loaded);
+    assert!(names.contains(&"immediate_only_when_requested_and_allowed"));
+    assert!(names.contains(&"link_accounting"));
+    for inv in names {
         assert!(
             r.checks
                 .iter()

@@ -64,9 +64,10 @@ fn the_last_datagram_is_delivered_and_the_responder_reacts() {
       "name": "last_error",
       "seed": 3,
       "duration_ms": 10000,
-      "hosts": [ { "name": "server", "server": {} }, { "name": "client", "client": { "target": "server" } } ],
+      "protocol": "mediastream",
+      "hosts": [ { "name": "server", "role": { "server": {} } }, { "name": "client", "role": { "client": { "target": "server" } } } ],
       "links": [ { "a": "client", "b": "server", "both": { "delay": { "base_ms": 40 } } } ],
-      "inject": { "rules": [ { "from": "server", "to": "client", "match": { "frame_type": "START_ACK" }, "action": { "set_version": 2 } } ] }
+      "inject": { "rules": [ { "from": "server", "to": "client", "match": { "kind": "START_ACK" }, "action": { "set_field": { "field": "version", "value": 2 } } } ] }
     }"#,
     );
     assert_eq!(r.verdict, Verdict::Pass, "{}", r.failure_text());
@@ -98,8 +99,8 @@ fn a_copy_sent_while_the_receiver_is_down_arrives_after_its_restart() {
       "name": "restart_before_arrival",
       "seed": 4,
       "duration_ms": 10000,
-      "stream": { "bits_per_second": 200000, "frame_rate": 10, "stream_length_s": 1 },
-      "hosts": [ { "name": "server", "server": {} }, { "name": "client", "client": { "target": "server", "start_ms": 10 } } ],
+      "protocol": "mediastream", "options": { "bits_per_second": 200000, "frame_rate": 10, "stream_length_s": 1 },
+      "hosts": [ { "name": "server", "role": { "server": {} } }, { "name": "client", "role": { "client": { "target": "server", "start_ms": 10 } } } ],
       "links": [ { "a": "client", "b": "server", "both": { "delay": { "base_ms": 100 } } } ],
       "timeline": [ { "at_ms": 5, "crash": { "host": "server" } }, { "at_ms": 50, "restart": { "host": "server" } } ],
       "expect": { "hosts": { "client": { "outcome": "completed", "stats": { "start_attempts": { "eq": 1 } } } } }
@@ -122,8 +123,8 @@ fn reachability_is_judged_when_the_copy_arrives() {
       "name": "in_flight_across_a_short_crash",
       "seed": 4,
       "duration_ms": 10000,
-      "stream": { "bits_per_second": 200000, "frame_rate": 10, "stream_length_s": 1 },
-      "hosts": [ { "name": "server", "server": {} }, { "name": "client", "client": { "target": "server" } } ],
+      "protocol": "mediastream", "options": { "bits_per_second": 200000, "frame_rate": 10, "stream_length_s": 1 },
+      "hosts": [ { "name": "server", "role": { "server": {} } }, { "name": "client", "role": { "client": { "target": "server" } } } ],
       "links": [ { "a": "client", "b": "server", "both": { "delay": { "base_ms": 100 } } } ],
       "timeline": [ { "at_ms": 20, "crash": { "host": "server" } }, { "at_ms": 60, "restart": { "host": "server" } } ],
       "expect": { "hosts": { "client": { "outcome": "completed", "stats": { "start_attempts": { "eq": 1 } } } } }
@@ -141,8 +142,8 @@ fn reachability_is_judged_when_the_copy_arrives() {
       "name": "arrives_while_down",
       "seed": 4,
       "duration_ms": 10000,
-      "stream": { "bits_per_second": 200000, "frame_rate": 10, "stream_length_s": 1 },
-      "hosts": [ { "name": "server", "server": {} }, { "name": "client", "client": { "target": "server" } } ],
+      "protocol": "mediastream", "options": { "bits_per_second": 200000, "frame_rate": 10, "stream_length_s": 1 },
+      "hosts": [ { "name": "server", "role": { "server": {} } }, { "name": "client", "role": { "client": { "target": "server" } } } ],
       "links": [ { "a": "client", "b": "server", "both": { "delay": { "base_ms": 100 } } } ],
       "timeline": [ { "at_ms": 20, "crash": { "host": "server" } }, { "at_ms": 300, "restart": { "host": "server" } } ],
       "expect": { "hosts": { "client": { "outcome": "completed", "stats": { "start_attempts": { "eq": 2 } } } } }
@@ -163,7 +164,8 @@ fn partition_losses_and_configuration_windows_are_counted() {
       "name": "cut",
       "seed": 9,
       "duration_ms": 10000,
-      "hosts": [ { "name": "server", "server": {} }, { "name": "client", "client": { "target": "server" } } ],
+      "protocol": "mediastream",
+      "hosts": [ { "name": "server", "role": { "server": {} } }, { "name": "client", "role": { "client": { "target": "server" } } } ],
       "links": [ { "a": "client", "b": "server", "both": { "delay": { "base_ms": 10 } } } ],
       "timeline": [
         { "at_ms": 0, "partition": { "from": "client", "to": "server" } },
@@ -195,7 +197,8 @@ fn held_copies_wait_for_release_or_the_end_of_the_run() {
       "name": "held_forever",
       "seed": 9,
       "duration_ms": 3000,
-      "hosts": [ { "name": "server", "server": {} }, { "name": "client", "client": { "target": "server" } } ],
+      "protocol": "mediastream",
+      "hosts": [ { "name": "server", "role": { "server": {} } }, { "name": "client", "role": { "client": { "target": "server" } } } ],
       "timeline": [ { "at_ms": 0, "hold": { "from": "client", "to": "server" } } ]
     }"#,
     );
@@ -221,7 +224,8 @@ fn link_and_finish_time_expectations_bound_both_ways() {
       "name": "cut_expectations",
       "seed": 9,
       "duration_ms": 10000,
-      "hosts": [ {{ "name": "server", "server": {{}} }}, {{ "name": "client", "client": {{ "target": "server" }} }} ],
+      "protocol": "mediastream",
+      "hosts": [ {{ "name": "server", "role": {{ "server": {{}} }} }}, {{ "name": "client", "role": {{ "client": {{ "target": "server" }} }} }} ],
       "timeline": [ {{ "at_ms": 0, "partition": {{ "from": "client", "to": "server" }} }} ],
       "expect": {{
         "hosts": {{ "client": {{ "outcome": "failed", "finished_at_ms": {{ "min": 3500, "max": 3500 }} }} }},

@@ -244,7 +244,7 @@ pub trait Oracle {
 }
 
 /// A scenario's protocol part, compiled.
-pub trait Plan {
+pub trait Plan: Send + Sync {
     /// The machine host `host` runs (`None`: it runs no protocol software).
     fn host_machine(&self, host: usize, ctx: &HostCtx<'_>) -> Option<Box<dyn HostMachine>>;
     /// When host `host`'s software starts (`None`: at once).

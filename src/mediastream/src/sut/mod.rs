@@ -350,6 +350,8 @@ fn stat_paths(stats: &serde_json::Value, names: &[&str]) -> Vec<String> {
             match v {
                 serde_json::Value::Object(_) => {
                     out.extend(names.iter().map(|n| format!("{k}.{n}")));
+                    // Codes outside the spec's list are counted by number.
+                    out.push(format!("{k}.UNKNOWN_<n>"));
                 }
                 _ => out.push(k.clone()),
             }
@@ -803,4 +805,107 @@ pub fn build_frame(f: &FrameSpec) -> Result<Vec<u8>, String> {
         }
     }
     Ok(b)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn spec(kind: &str) -> FrameSpec {
+        FrameSpec {
+            kind: kind.into(),
+            version: 1,
+            flags: 1,
+            stream_id: 0x1122_3344_5566_7788,
+            code: None,
+            reason: None,
+            sequence: None,
+            pad_to: None,
+        }
+    }
+
+    #[test]
+    fn builds_frames_per_the_wire_layout() {
+        assert_eq!(
+            hex::encode(build_frame(&spec("START")).unwrap()),
+            "0101000111223344556677880000"
+        );
+        let mut padded = spec("START");
+        padded.pad_to = Some(64);
+        let b = build_frame(&padded).unwrap();
+        assert_eq!(b.len(), 64);
+        assert_eq!(&b[12..18], &[0, 50, 0, 1, 0, 46]);
+        let mut err = spec("ERROR");
+        err.code = Some(5);
+        err.reason = Some("busy".into());
+        assert_eq!(
+            hex::encode(build_frame(&err).unwrap()),
+            "04010001112233445566778800050462757379".to_string() + "0000"
+        );
+        let data = build_frame(&spec("DATA")).unwrap();
+        assert_eq!(data.len(), 29);
+        assert_eq!(&data[12..16], &[0, 0, 0, 1]);
+        assert!(
+            build_frame(&spec("SYN"))
+                .unwrap_err()
+                .contains("unknown frame kind")
+        );
+        let mut huge = spec("START");
+        huge.pad_to = Some(70_000);
+        assert!(build_frame(&huge).is_err());
+    }
+
+    #[test]
+    fn classifies_kinds_ids_sequences_codes_and_malformed_frames() {
+        let c = classify(&build_frame(&spec("START")).unwrap());
+        assert_eq!(c.kind, Some("START"));
+        assert_eq!(c.conn, Some(0x1122_3344_5566_7788));
+        let mut d = spec("DATA");
+        d.sequence = Some(9);
+        let c = classify(&build_frame(&d).unwrap());
+        assert_eq!((c.kind, c.seq, c.malformed), (Some("DATA"), Some(9), None));
+        let mut e = spec("ERROR");
+        e.code = Some(5);
+        let c = classify(&build_frame(&e).unwrap());
+        assert_eq!((c.kind, c.code), (Some("ERROR"), Some(5)));
+        assert_eq!(code_name(5), Some("BUSY"));
+        assert!(classify(&[]).malformed.is_some());
+        assert!(classify(&[1, 1]).malformed.is_some());
+        assert_eq!(classify(&[99]).kind, None);
+    }
+
+    #[test]
+    fn fields_follow_the_frame_kind() {
+        let p = MediaStream;
+        let start = build_frame(&spec("START")).unwrap();
+        let data = build_frame(&spec("DATA")).unwrap();
+        assert_eq!(p.locate_field("stream_id", &start), Some(4..12));
+        assert_eq!(p.locate_field("sequence", &start), None);
+        assert_eq!(p.locate_field("sequence", &data), Some(12..16));
+        assert_eq!(p.locate_field("code", &data), None);
+        assert_eq!(p.locate_field("stream_id", &[]), None);
+        for (name, _) in p.fields() {
+            // Every advertised field exists on some frame kind.
+            let any = ["START", "START_CONFIRM", "ERROR", "DATA"].iter().any(|k| {
+                p.locate_field(name, &build_frame(&spec(k)).unwrap())
+                    .is_some()
+            });
+            assert!(any, "{name}");
+        }
+    }
+
+    proptest! {
+        #[test]
+        fn classify_and_locate_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..64)) {
+            let p = MediaStream;
+            let c = p.classify(&bytes);
+            if let Some(k) = c.kind {
+                prop_assert!(p.kinds().contains(&k));
+            }
+            for (name, _) in p.fields() {
+                let _ = p.locate_field(name, &bytes);
+            }
+        }
+    }
 }

@@ -413,3 +413,266 @@ fn flags(b: &[u8]) -> u16 {
         .and_then(|f| f.try_into().ok())
         .map_or(0, u16::from_be_bytes)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::proto::{InitiatorConfig, ResponderConfig};
+    use streamlab_core::time::SimTime;
+
+    const SERVER: SocketAddrV4 = SocketAddrV4::new(Ipv4Addr::new(192, 168, 0, 1), 4444);
+    const CLIENT: SocketAddrV4 = SocketAddrV4::new(Ipv4Addr::new(192, 168, 0, 2), 49152);
+
+    fn control(ty: u8, flags: u16, sid: u64, len: usize) -> Vec<u8> {
+        let mut b = vec![ty, 1];
+        b.extend_from_slice(&flags.to_be_bytes());
+        b.extend_from_slice(&sid.to_be_bytes());
+        let ext = len.saturating_sub(14);
+        b.extend_from_slice(&(ext as u16).to_be_bytes());
+        if ext >= 4 {
+            b.extend_from_slice(&[0, 1]);
+            b.extend_from_slice(&((ext - 4) as u16).to_be_bytes());
+        }
+        b.resize(len.max(14), 0);
+        b
+    }
+
+    fn data(sid: u64, seq: u32) -> Vec<u8> {
+        let mut b = vec![16, 1, 0, 0];
+        b.extend_from_slice(&sid.to_be_bytes());
+        b.extend_from_slice(&seq.to_be_bytes());
+        b.extend_from_slice(&[0, 0, 0, 1]);
+        b.extend_from_slice(&0u64.to_be_bytes());
+        b.push(0);
+        b
+    }
+
+    struct Run {
+        o: MsOracle,
+        events: u64,
+        t: u64,
+    }
+
+    impl Run {
+        fn with(allow_immediate: bool) -> Self {
+            let roles = [
+                MsRole::Server {
+                    port: 4444,
+                    config: ResponderConfig {
+                        allow_immediate,
+                        ..ResponderConfig::default()
+                    },
+                },
+                MsRole::Client {
+                    target: 0,
+                    port: 4444,
+                    start_ms: 0,
+                    config: InitiatorConfig::default(),
+                },
+            ];
+            let names = ["server".to_string(), "client".to_string()];
+            let mut o = MsOracle::new(&roles, &names, &[*SERVER.ip(), *CLIENT.ip()]);
+            o.host_started(1);
+            Run { o, events: 0, t: 0 }
+        }
+
+        fn new() -> Self {
+            Run::with(true)
+        }
+
+        /// `src` sends `bytes` to `dst` (by the application), and it arrives.
+        fn send(&mut self, src: SocketAddrV4, dst: SocketAddrV4, bytes: Vec<u8>) {
+            self.t += 1000;
+            let at = SimTime::from_micros(self.t);
+            let pos = TracePosition {
+                event: self.events,
+                at_us: self.t,
+            };
+            self.o.observe(
+                &WireEvent::Sent {
+                    at,
+                    src,
+                    dst,
+                    bytes: &bytes,
+                    by: Sender::Application,
+                },
+                pos,
+            );
+            self.events += 1;
+            let pos = TracePosition {
+                event: self.events,
+                at_us: self.t,
+            };
+            self.o.observe(
+                &WireEvent::Delivered {
+                    at,
+                    src,
+                    dst,
+                    bytes: &bytes,
+                },
+                pos,
+            );
+            self.events += 1;
+        }
+
+        fn handshake(&self) -> Vec<&'static str> {
+            self.o.client_state[&1].handshake.clone()
+        }
+
+        fn rules(&self) -> Vec<&'static str> {
+            self.o.violations.iter().map(|v| v.rule).collect()
+        }
+    }
+
+    #[test]
+    fn a_correct_handshake_breaks_nothing_and_records_the_sequence() {
+        let mut r = Run::new();
+        r.send(CLIENT, SERVER, control(1, 1, 7, 64));
+        r.send(SERVER, CLIENT, control(2, 1, 7, 14));
+        r.send(CLIENT, SERVER, control(3, 0, 7, 14));
+        r.send(SERVER, CLIENT, data(7, 1));
+        assert!(r.rules().is_empty(), "{:?}", r.o.violations);
+        assert_eq!(r.handshake(), ["START", "START_ACK", "START_CONFIRM"]);
+        assert!(r.o.client_state[&1].handshake_done);
+    }
+
+    #[test]
+    fn a_responder_streaming_before_start_confirm_is_named() {
+        let mut r = Run::new();
+        r.send(CLIENT, SERVER, control(1, 1, 7, 64));
+        r.send(SERVER, CLIENT, control(2, 1, 7, 14));
+        r.send(SERVER, CLIENT, data(7, 1));
+        assert_eq!(r.rules(), ["no_data_before_start_confirm"]);
+        let v = &r.o.violations[0];
+        assert!(
+            v.message
+                .contains("sent DATA (stream 0x0000000000000007, sequence 1)"),
+            "{}",
+            v.message
+        );
+        assert_eq!(v.position.event, 4, "the DATA's Sent event");
+    }
+
+    #[test]
+    fn immediate_granted_permits_early_data() {
+        let mut r = Run::new();
+        r.send(CLIENT, SERVER, control(1, 3, 7, 64));
+        r.send(SERVER, CLIENT, control(2, 3, 7, 14));
+        r.send(SERVER, CLIENT, data(7, 1));
+        assert!(r.rules().is_empty(), "{:?}", r.o.violations);
+    }
+
+    #[test]
+    fn a_responder_granting_immediate_unasked_is_named_and_gets_no_waiver() {
+        let mut r = Run::new();
+        // START without IMMEDIATE; the responder's START_ACK claims it anyway
+        // and it streams at once.
+        r.send(CLIENT, SERVER, control(1, 1, 7, 64));
+        r.send(SERVER, CLIENT, control(2, 3, 7, 14));
+        r.send(SERVER, CLIENT, data(7, 1));
+        assert_eq!(
+            r.rules(),
+            [
+                "immediate_only_when_requested_and_allowed",
+                "no_data_before_start_confirm"
+            ]
+        );
+        assert!(r.o.violations[0].message.contains("did not ask for it"));
+    }
+
+    #[test]
+    fn immediate_granted_against_the_responders_configuration_is_named() {
+        let mut r = Run::new();
+        r.o.servers.insert(SERVER, false);
+        r.send(CLIENT, SERVER, control(1, 3, 7, 64));
+        r.send(SERVER, CLIENT, control(2, 3, 7, 14));
+        assert_eq!(r.rules(), ["immediate_only_when_requested_and_allowed"]);
+        assert!(
+            r.o.violations[0]
+                .message
+                .contains("allow_immediate is false")
+        );
+    }
+
+    #[test]
+    fn a_start_ack_without_a_start_is_named() {
+        let mut r = Run::new();
+        r.send(SERVER, CLIENT, control(2, 1, 7, 14));
+        assert_eq!(
+            r.rules(),
+            [
+                "start_ack_only_for_a_received_start",
+                "no_amplification_before_start_confirm"
+            ]
+        );
+    }
+
+    #[test]
+    fn an_initiator_confirming_what_was_never_acknowledged_is_named() {
+        let mut r = Run::new();
+        r.send(CLIENT, SERVER, control(1, 1, 7, 64));
+        r.send(SERVER, CLIENT, control(2, 1, 7, 14));
+        r.send(CLIENT, SERVER, control(3, 0, 7, 14));
+        assert!(r.rules().is_empty(), "{:?}", r.o.violations);
+        // Another stream id: no START_ACK ever named it.
+        r.send(CLIENT, SERVER, control(3, 0, 8, 14));
+        assert_eq!(r.rules(), ["start_confirm_only_after_start_ack"]);
+    }
+
+    #[test]
+    fn data_stands_in_for_a_lost_start_ack_only_under_a_requested_immediate() {
+        let mut r = Run::new();
+        r.send(CLIENT, SERVER, control(1, 3, 7, 64));
+        r.send(SERVER, CLIENT, control(2, 3, 7, 14));
+        r.send(SERVER, CLIENT, data(7, 1));
+        r.send(CLIENT, SERVER, control(3, 0, 7, 14));
+        assert!(r.rules().is_empty(), "{:?}", r.o.violations);
+    }
+
+    #[test]
+    fn a_start_confirm_for_an_unacknowledged_stream_confirms_nothing() {
+        let mut r = Run::new();
+        r.send(CLIENT, SERVER, control(1, 1, 7, 64));
+        r.send(SERVER, CLIENT, control(2, 1, 7, 14));
+        // A confirm for another stream, then a malformed one for ours.
+        r.send(CLIENT, SERVER, control(3, 0, 8, 14));
+        let mut bad = control(3, 0, 7, 14);
+        bad.truncate(13);
+        r.send(CLIENT, SERVER, bad);
+        r.send(SERVER, CLIENT, data(7, 1));
+        assert_eq!(
+            r.rules(),
+            [
+                "start_confirm_only_after_start_ack",
+                "no_data_before_start_confirm"
+            ]
+        );
+    }
+
+    #[test]
+    fn amplification_is_caught_and_a_crash_starts_afresh() {
+        let mut r = Run::new();
+        r.send(CLIENT, SERVER, control(1, 1, 7, 20));
+        r.send(SERVER, CLIENT, control(2, 1, 7, 14));
+        r.send(SERVER, CLIENT, control(2, 1, 7, 14));
+        assert_eq!(r.rules(), ["no_amplification_before_start_confirm"]);
+        assert!(
+            r.o.violations[0].message.contains("has sent 28 bytes")
+                && r.o.violations[0].message.contains("received only 20")
+        );
+        // After the server host crashes, a new session with the same tuple
+        // is judged on its own: a confirmed stream sends freely.
+        r.o.host_crashed(0);
+        r.send(CLIENT, SERVER, control(1, 1, 9, 64));
+        r.send(SERVER, CLIENT, control(2, 1, 9, 14));
+        r.send(CLIENT, SERVER, control(3, 0, 9, 14));
+        for seq in 1..=3 {
+            r.send(SERVER, CLIENT, data(9, seq));
+        }
+        assert_eq!(
+            r.rules(),
+            ["no_amplification_before_start_confirm"],
+            "nothing new"
+        );
+    }
+}
