@@ -193,6 +193,11 @@ impl Observer {
         self.last_at = e.at();
         let hasher = &mut self.hasher;
         e.encode_for_hash(&mut |b| hasher.update(b));
+        if e.is_tcp() {
+            // TCP segments carry no protocol frames: hashed, not judged.
+            self.events += 1;
+            return;
+        }
         match e {
             TraceEvent::Sent {
                 src,
@@ -547,6 +552,7 @@ mod tests {
                 origin: Origin::Application,
                 notes: Vec::new(),
                 verdict,
+                transport: crate::trace::Transport::Udp,
             };
             self.o.observe(&sent);
             self.o.observe(&TraceEvent::Arrived {
@@ -558,6 +564,7 @@ mod tests {
                 bytes,
                 corruption: None,
                 delivered_to_app: true,
+                transport: crate::trace::Transport::Udp,
             });
         }
 

@@ -80,8 +80,8 @@ use pcap_file::{DataLink, Endianness, PcapError, TsResolution};
 use streamlab_core::time::SimTime;
 use streamlab_impair::{CopyFate, Corruption, Verdict};
 
-use crate::trace::{HostInfo, Origin, TraceEvent, TraceSink};
-use frame::{UdpChecksum, udp_frame};
+use crate::trace::{HostInfo, Origin, TraceEvent, TraceSink, Transport};
+use frame::{UdpChecksum, tcp_frame, udp_frame};
 
 /// Largest frame a record may hold (the tcpdump default snap length).
 const SNAPLEN: u32 = 262_144;
@@ -188,6 +188,7 @@ struct Sent {
     origin: Origin,
     notes: Vec<String>,
     verdict: Verdict,
+    transport: Transport,
     outcomes: Vec<Outcome>,
     /// The outbound record has been written.
     released: bool,
@@ -511,16 +512,17 @@ impl<W: Write> CaptureWriter<W> {
         };
         let pkt = s.packet;
         let mut comments = vec![format!(
-            "streamlab: pkt={pkt} sent: {}->{}, {} bytes, copies={}",
+            "streamlab: pkt={pkt} sent: {}->{}, {}{} bytes, copies={}",
             self.host_name(s.src),
             self.host_name(s.dst),
+            comment::transport(&s.transport),
             s.bytes.len(),
             s.verdict.copies.len()
         )];
         comments.extend(comment::provenance(pkt, &s.origin, &s.notes));
         for (k, fate) in s.verdict.copies.iter().enumerate() {
             let copy = k as u32;
-            comments.extend(comment::fate(pkt, copy, fate));
+            comments.extend(comment::fate(pkt, copy, fate, &s.transport));
             match s.outcomes.get(k) {
                 Some(Outcome::Lost { at, cause }) => comments.push(lost(pkt, copy, *at, cause)),
                 Some(Outcome::InFlight) => comments.push(format!(
@@ -529,7 +531,14 @@ impl<W: Write> CaptureWriter<W> {
                 _ => {}
             }
         }
-        let frame = udp_frame(s.src, s.dst, ident(pkt), &s.bytes, UdpChecksum::Correct)?;
+        let frame = frame_of(
+            s.src,
+            s.dst,
+            pkt,
+            &s.bytes,
+            &s.transport,
+            UdpChecksum::Correct,
+        )?;
         let at = s.at;
         Ok(Some(Epb {
             iface,
@@ -610,6 +619,7 @@ impl<W: Write> CaptureWriter<W> {
                 origin: e.origin.clone(),
                 notes: e.notes.to_vec(),
                 verdict: e.verdict.clone(),
+                transport: *e.transport,
                 outcomes,
                 released: false,
             },
@@ -630,7 +640,7 @@ impl<W: Write> CaptureWriter<W> {
             Some(_) => UdpChecksum::Absent,
             None => UdpChecksum::Correct,
         };
-        let frame = udp_frame(e.src, e.dst, ident(pkt), e.bytes, checksum)?;
+        let frame = frame_of(e.src, e.dst, pkt, e.bytes, e.transport, checksum)?;
         if self.format == CaptureFormat::Pcap {
             return self.write_pcap_record(e.at, &frame);
         }
@@ -654,11 +664,16 @@ impl<W: Write> CaptureWriter<W> {
         }
         comments.extend(comment::duplicate(pkt, copy));
         if let Some(c) = e.corruption {
-            comments.push(comment::corruption(pkt, copy, c));
+            comments.push(comment::corruption(pkt, copy, c, e.transport));
         }
         if !e.delivered_to_app {
+            let to = if e.transport.is_udp() {
+                "the application"
+            } else {
+                "the TCP stack"
+            };
             comments.push(format!(
-                "streamlab: pkt={pkt} copy={copy} discarded: not delivered to the application"
+                "streamlab: pkt={pkt} copy={copy} discarded: not delivered to {to}"
             ));
         }
         if let Some(s) = sent {
@@ -706,7 +721,14 @@ impl<W: Write> CaptureWriter<W> {
         if s.released {
             // The outbound record went out before the loss was known: write
             // the loss as its own outbound record of the same datagram.
-            let frame = udp_frame(s.src, s.dst, ident(pkt), &s.bytes, UdpChecksum::Correct)?;
+            let frame = frame_of(
+                s.src,
+                s.dst,
+                pkt,
+                &s.bytes,
+                &s.transport,
+                UdpChecksum::Correct,
+            )?;
             let src = s.src;
             let comments = vec![format!(
                 "{} (late note: repeats the outbound datagram sent at {}, whose record was written before the loss was known)",
@@ -762,6 +784,23 @@ fn insert_packet_id(block: &mut Vec<u8>, packet: u64) {
     block[end - 4..end].copy_from_slice(&total);
 }
 
+/// The frame of a datagram (UDP, with the checksum asked for) or of a TCP
+/// segment (its checksum is part of the bytes: as the stack computed it, or
+/// stale after a corruption the receiver catches).
+fn frame_of(
+    src: SocketAddrV4,
+    dst: SocketAddrV4,
+    pkt: u64,
+    bytes: &[u8],
+    transport: &Transport,
+    checksum: UdpChecksum<'_>,
+) -> io::Result<Vec<u8>> {
+    match transport {
+        Transport::Udp => udp_frame(src, dst, ident(pkt), bytes, checksum),
+        _ => tcp_frame(src, dst, ident(pkt), bytes),
+    }
+}
+
 /// The IPv4 identification of a packet: the low 16 bits of its id.
 fn ident(pkt: u64) -> u16 {
     (pkt & 0xffff) as u16
@@ -786,6 +825,7 @@ struct SentEvent<'a> {
     origin: &'a Origin,
     notes: &'a [String],
     verdict: &'a Verdict,
+    transport: &'a Transport,
 }
 
 /// The fields of an `Arrived` event the writer uses.
@@ -798,6 +838,7 @@ struct ArrivedEvent<'a> {
     bytes: &'a [u8],
     corruption: Option<&'a Corruption>,
     delivered_to_app: bool,
+    transport: &'a Transport,
 }
 
 impl<W: Write> TraceSink for CaptureWriter<W> {
@@ -815,6 +856,7 @@ impl<W: Write> TraceSink for CaptureWriter<W> {
                 origin,
                 notes,
                 verdict,
+                transport,
             } => self.on_sent(SentEvent {
                 at: *at,
                 packet: packet.0,
@@ -824,6 +866,7 @@ impl<W: Write> TraceSink for CaptureWriter<W> {
                 origin,
                 notes,
                 verdict,
+                transport,
             })?,
             TraceEvent::Arrived {
                 at,
@@ -834,6 +877,7 @@ impl<W: Write> TraceSink for CaptureWriter<W> {
                 bytes,
                 corruption,
                 delivered_to_app,
+                transport,
             } => self.on_arrived(ArrivedEvent {
                 at: *at,
                 packet: packet.0,
@@ -843,6 +887,7 @@ impl<W: Write> TraceSink for CaptureWriter<W> {
                 bytes,
                 corruption: corruption.as_ref(),
                 delivered_to_app: *delivered_to_app,
+                transport,
             })?,
             TraceEvent::Lost {
                 at,
