@@ -47,8 +47,8 @@ fn payload(seed: u64, len: usize) -> Vec<u8> {
 }
 
 /// The server: echo every connection's bytes back, then close.
-fn echo_server(net: Rc<RefCell<Network>>, host: usize) -> impl std::future::Future<Output = ()> {
-    async move {
+async fn echo_server(net: Rc<RefCell<Network>>, host: usize) {
+    {
         let config = TcpConfig::default().with_user_timeout(Some(Duration::from_secs(180)));
         let listener = SimTcpListener::bind_with(&net, host, PORT, config).expect("bind");
         loop {
@@ -72,14 +72,12 @@ struct Echo {
     error: Option<String>,
 }
 
+type Client = std::pin::Pin<Box<dyn std::future::Future<Output = ()>>>;
+
 fn echo_client(
     data: Vec<u8>,
     out: Rc<RefCell<Echo>>,
-) -> impl FnOnce(
-    Rc<RefCell<Network>>,
-    usize,
-    SocketAddrV4,
-) -> std::pin::Pin<Box<dyn std::future::Future<Output = ()>>> {
+) -> impl FnOnce(Rc<RefCell<Network>>, usize, SocketAddrV4) -> Client {
     move |net, host, server| {
         Box::pin(async move {
             let config = TcpConfig::default().with_user_timeout(Some(Duration::from_secs(180)));
