@@ -5,7 +5,8 @@
 //! Wireshark and tshark open directly. Guarantees:
 //!
 //! - **Real frames.** Each datagram is an Ethernet II + IPv4 + UDP frame with
-//!   correct lengths and checksums. MACs are synthesised from the IPv4
+//!   correct lengths and checksums (each TCP segment an Ethernet II + IPv4 +
+//!   TCP frame, see [below](#tcp-segments)). MACs are synthesised from the IPv4
 //!   addresses (`02:00:<a.b.c.d>`), the IPv4 identification is the low 16
 //!   bits of the packet id, TTL 64.
 //! - **Capture points** (pcapng). One interface per host (`if_name` = host
@@ -53,6 +54,22 @@
 //! record on the sender's interface (the same frame, a `lost` comment marked
 //! as a late note). [`TraceSink::finish`] writes everything still held, with
 //! `unresolved` notes.
+//!
+//! # TCP segments
+//!
+//! A trace event whose `transport` is TCP carries a whole segment; it is
+//! written as Ethernet II + IPv4 (protocol 6, the same synthesised MACs,
+//! identification and TTL) + the segment as the stack emitted it, checksum
+//! included. A copy whose corruption the TCP checksum catches keeps the
+//! checksum of the original bytes (tshark with `tcp.check_checksum`: Bad);
+//! in `deliver` mode the network already recomputed it, so it validates.
+//! The `sent` comment names the segment (`TCP ACK seq=… ack=… win=… len=…`)
+//! and corruption notes name the TCP checksum. Wireshark's TCP analysis
+//! does not separate capture interfaces: in the pcapng it sees every
+//! segment outbound and again inbound, and marks the second sighting; the
+//! classic pcap (inbound only) is the receivers' view, where a
+//! `tcp.analysis.retransmission` is a real retransmission or a link
+//! duplicate.
 //!
 //! # Classic pcap
 //!
