@@ -879,6 +879,15 @@ impl SimTcpStream {
             .set_timeout(timeout.map(smol_duration));
     }
 
+    /// Abort the connection: the peer gets an RST (its reads and writes fail
+    /// with `ConnectionReset`), unsent and unread data is discarded.
+    pub fn abort(&self) {
+        let mut inner = self.stack.inner.borrow_mut();
+        inner.sockets.get_mut::<tcp::Socket>(self.handle).abort();
+        drop(inner);
+        self.stack.kick();
+    }
+
     /// Bytes written but not yet acknowledged by the peer (or not yet sent).
     pub fn unacknowledged(&self) -> usize {
         self.stack

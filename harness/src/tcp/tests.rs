@@ -459,3 +459,36 @@ fn tshark_reads_tcp_captures_and_marks_retransmissions() {
         arrivals
     );
 }
+
+#[test]
+fn an_aborted_connection_resets_the_peer() {
+    let setup = Setup::new(6, link(r#"{"delay": {"base_ms": 5, "jitter_ms": 0}}"#));
+    let result: Rc<RefCell<Option<io::Error>>> = Rc::default();
+    let r = result.clone();
+    let o = sim::run(
+        &setup,
+        |net, host| async move {
+            let listener = SimTcpListener::bind(&net, host, PORT).expect("bind");
+            let mut kept = Vec::new();
+            while let Ok((mut s, _)) = listener.accept().await {
+                let mut buf = [0u8; 100];
+                let _ = s.read_exact(&mut buf).await;
+                s.abort();
+                kept.push(s);
+            }
+        },
+        move |net, host, server| async move {
+            let addr = SocketAddrV4::new(*server.ip(), PORT);
+            let mut s = SimTcpStream::connect(&net, host, addr)
+                .await
+                .expect("connect");
+            s.write_all(&[1u8; 100]).await.expect("write");
+            let mut buf = [0u8; 10];
+            *r.borrow_mut() = s.read(&mut buf).await.err();
+        },
+    );
+    let err = result.borrow_mut().take().expect("reset");
+    assert_eq!(err.kind(), io::ErrorKind::ConnectionReset, "{err}");
+    assert!(err.to_string().contains("reset by the peer"), "{err}");
+    assert_balanced(&o);
+}
