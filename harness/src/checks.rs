@@ -303,21 +303,21 @@ pub fn evaluate(loaded: &Loaded, out: &RunOutput) -> Vec<CheckResult> {
                 " ms",
             ));
         }
-        if let Some(i) = loaded.host_index(name) {
-            if !he.protocol.is_empty() {
-                let report = streamlab_core::host::HostReport {
-                    outcome: None,
-                    state: h.state.clone(),
-                    stats: h.stats.clone(),
-                };
-                for c in out.observer.oracle.check_host(i, &he.protocol, &report) {
-                    checks.push(CheckResult::new(
-                        format!("{p}.{}", c.name),
-                        c.passed,
-                        c.expected,
-                        c.observed,
-                    ));
-                }
+        if let Some(i) = loaded.host_index(name)
+            && !he.protocol.is_empty()
+        {
+            let report = streamlab_core::host::HostReport {
+                outcome: None,
+                state: h.state.clone(),
+                stats: h.stats.clone(),
+            };
+            for c in out.observer.oracle.check_host(i, &he.protocol, &report) {
+                checks.push(CheckResult::new(
+                    format!("{p}.{}", c.name),
+                    c.passed,
+                    c.expected,
+                    c.observed,
+                ));
             }
         }
     }

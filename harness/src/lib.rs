@@ -18,11 +18,16 @@ pub mod report;
 mod rules;
 pub mod runner;
 pub mod scenario;
+mod tcp;
 pub mod trace;
 pub mod tshark;
 
 pub use inject::INJECT_BASE_PORT;
 pub use network::SimSocket;
 pub use observe::{TracePosition, Violation};
+pub use tcp::{
+    Congestion, DEFAULT_USER_TIMEOUT, IP_MTU, RX_QUEUE_LIMIT, SimTcpListener, SimTcpStream,
+    TcpConfig,
+};
 
 pub use streamlab_impair as impair;

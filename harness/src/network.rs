@@ -51,8 +51,9 @@ use streamlab_impair::{
 };
 use tokio::sync::Notify;
 
-use crate::rules::RuleSet;
-use crate::trace::{NetDrop, Origin, TraceEvent};
+use crate::rules::{Applied, RuleSet};
+use crate::tcp::{self, TcpStack};
+use crate::trace::{NetDrop, Origin, TcpHeader, TraceEvent, Transport};
 
 /// The first ephemeral port a host hands out (the IANA dynamic range).
 const EPHEMERAL_FIRST: u16 = 49_152;
@@ -77,6 +78,8 @@ struct InFlight {
     dst: SocketAddrV4,
     bytes: Vec<u8>,
     corruption: Option<Corruption>,
+    /// UDP (bytes: the payload) or TCP (bytes: the segment), as sent.
+    transport: Transport,
 }
 
 /// Wire order: due time, then packet and copy (unique).
@@ -275,6 +278,10 @@ pub(crate) struct Network {
     sockets: BTreeMap<SocketAddrV4, Rc<Inbox>>,
     /// Addresses whose socket was closed during the host's current life.
     closed: BTreeSet<SocketAddrV4>,
+    /// Each host's TCP stack for its current life, created on first use.
+    tcp: Vec<Option<Rc<TcpStack>>>,
+    /// TCP stacks created per host so far (names each one's random stream).
+    tcp_lives: Vec<u32>,
     /// Simulated time as of the last step (for code outside any host).
     pub(crate) now: SimTime,
     /// When a copy last reached the end of its way (arrived or lost there).
@@ -307,6 +314,8 @@ impl Network {
             nic_wake: (0..n).map(|_| Rc::new(Notify::new())).collect(),
             sockets: BTreeMap::new(),
             closed: BTreeSet::new(),
+            tcp: (0..n).map(|_| None).collect(),
+            tcp_lives: vec![0; n],
             now: SimTime::ZERO,
             last_arrival: None,
             recorder,
@@ -421,6 +430,8 @@ impl Network {
         let ip = self.hosts[host].ip;
         self.sockets.retain(|a, _| *a.ip() != ip);
         self.closed.retain(|a| *a.ip() != ip);
+        // Connections die with the host; a new life gets a new stack.
+        self.tcp[host] = None;
         if up {
             // Anything that came due while it was down has been swept; wake
             // the new interface task for the rest.
@@ -481,6 +492,7 @@ impl Network {
             self.lose(now, &f, NetDrop::RunEnd, detail);
         }
         self.sockets.clear();
+        self.tcp.iter_mut().for_each(|t| *t = None);
     }
 
     /// Record a copy as lost on its way and count it.
@@ -529,6 +541,10 @@ impl Network {
             self.lose(at, &f, NetDrop::HostDown, cause);
             return;
         }
+        if f.transport.tcp().is_some() {
+            self.deliver_tcp(f, at);
+            return;
+        }
         let Some(inbox) = self.sockets.get(&f.dst).cloned() else {
             let (reason, cause) = if self.closed.contains(&f.dst) {
                 (
@@ -566,6 +582,7 @@ impl Network {
             bytes: f.bytes.clone(),
             corruption: f.corruption,
             delivered_to_app: !caught,
+            transport: Transport::Udp,
         });
         let fate = caught.then_some("corrupt_checksum");
         if let Some(l) = self.links.get_mut(&(f.src_host, f.dst_host)) {
@@ -578,6 +595,104 @@ impl Network {
                 w.wake();
             }
         }
+    }
+
+    /// A TCP copy reached its (running) host: the TCP checksum catches a
+    /// caught corruption; otherwise the host's stack takes it (there is no
+    /// "socket bound" check: the stack itself answers a closed port with
+    /// RST).
+    fn deliver_tcp(&mut self, f: InFlight, at: SimTime) {
+        let stack = self.tcp_stack(f.dst_host);
+        let caught = f.corruption.is_some_and(|c| c.caught_by_checksum);
+        if !caught && stack.rx_len() >= tcp::RX_QUEUE_LIMIT {
+            let cause = format!(
+                "the TCP receive queue of {} was full ({} packets)",
+                self.hosts[f.dst_host].name,
+                tcp::RX_QUEUE_LIMIT
+            );
+            self.lose(at, &f, NetDrop::ReceiveBufferFull, cause);
+            return;
+        }
+        let transport = TcpHeader::parse(&f.bytes).map_or(f.transport, Transport::Tcp);
+        self.record(&TraceEvent::Arrived {
+            at,
+            packet: f.packet,
+            copy: f.copy,
+            src: f.src,
+            dst: f.dst,
+            bytes: f.bytes.clone(),
+            corruption: f.corruption,
+            delivered_to_app: !caught,
+            transport,
+        });
+        let fate = caught.then_some("corrupt_checksum");
+        if let Some(l) = self.links.get_mut(&(f.src_host, f.dst_host)) {
+            l.settle(f.window, fate);
+        }
+        if caught {
+            return;
+        }
+        let ident = (f.packet.0 & 0xffff) as u16;
+        match tcp::ipv4_packet(*f.src.ip(), *f.dst.ip(), ident, &f.bytes) {
+            Some(p) => stack.push_arrival(p),
+            None => self.violations.push(SimViolation {
+                at,
+                message: format!("TCP segment {} too large for IPv4", f.packet),
+            }),
+        }
+    }
+
+    /// The TCP stack of `host`'s current life, created on first use.
+    pub(crate) fn tcp_stack(&mut self, host: usize) -> Rc<TcpStack> {
+        if let Some(s) = &self.tcp[host] {
+            return s.clone();
+        }
+        self.tcp_lives[host] += 1;
+        let name = format!("tcp:{}:{}", self.hosts[host].name, self.tcp_lives[host]);
+        let now = sim_now(self);
+        let stack = Rc::new(TcpStack::new(
+            self.hosts[host].ip,
+            streamlab_core::seed::derive_u64(self.seed, &name),
+            now,
+            self.nic_wake[host].clone(),
+        ));
+        self.tcp[host] = Some(stack.clone());
+        stack
+    }
+
+    /// An IPv4 packet `host`'s TCP stack emitted at `now`: offered to the
+    /// network like a datagram, as a TCP segment.
+    pub(crate) fn offer_ip(&mut self, now: SimTime, host: usize, packet: &[u8]) {
+        let Some(seg) = tcp::parse_ipv4_tcp(packet) else {
+            self.violations.push(SimViolation {
+                at: now,
+                message: format!(
+                    "host {} emitted an IPv4 packet that is no TCP segment ({} bytes)",
+                    self.hosts[host].name,
+                    packet.len()
+                ),
+            });
+            return;
+        };
+        let Some(header) = TcpHeader::parse(seg.bytes) else {
+            self.violations.push(SimViolation {
+                at: now,
+                message: format!(
+                    "host {} emitted a truncated TCP segment ({} bytes)",
+                    self.hosts[host].name,
+                    seg.bytes.len()
+                ),
+            });
+            return;
+        };
+        self.offer_as(
+            now,
+            seg.src,
+            seg.dst,
+            seg.bytes,
+            Origin::Application,
+            Transport::Tcp(header),
+        );
     }
 
     /// Bind a receiving socket on `host` at `port` (0: the lowest free
@@ -626,6 +741,20 @@ impl Network {
         bytes: &[u8],
         origin: Origin,
     ) {
+        self.offer_as(now, src, dst, bytes, origin, Transport::Udp);
+    }
+
+    /// [`Network::offer`] for either transport. Scenario rules act on
+    /// protocol datagrams only: they never see a TCP segment.
+    fn offer_as(
+        &mut self,
+        now: SimTime,
+        src: SocketAddrV4,
+        dst: SocketAddrV4,
+        bytes: &[u8],
+        origin: Origin,
+        transport: Transport,
+    ) {
         self.now = self.now.max(now);
         let packet = self.next_packet_id();
         let Some(src_host) = self.host_of(*src.ip()) else {
@@ -652,19 +781,24 @@ impl Network {
                 origin,
                 notes: Vec::new(),
                 verdict,
+                transport,
             });
             return;
         };
-        let applied = self.rules.apply(
-            now,
-            crate::rules::Datagram {
-                from: src_host,
-                to: dst_host,
-                src_port: src.port(),
-                dst_port: dst.port(),
-                bytes,
-            },
-        );
+        let applied = if transport.is_udp() {
+            self.rules.apply(
+                now,
+                crate::rules::Datagram {
+                    from: src_host,
+                    to: dst_host,
+                    src_port: src.port(),
+                    dst_port: dst.port(),
+                    bytes,
+                },
+            )
+        } else {
+            Applied::default()
+        };
         let link_bytes = applied.bytes.unwrap_or_else(|| bytes.to_vec());
         let path = Path {
             src,
@@ -688,6 +822,7 @@ impl Network {
             origin,
             applied.notes,
             verdict,
+            transport,
         );
         // Rule duplicates are further datagrams on the wire, made by the rule.
         for (k, rule) in applied.duplicates.into_iter().enumerate() {
@@ -704,6 +839,7 @@ impl Network {
                 origin,
                 Vec::new(),
                 verdict,
+                transport,
             );
         }
     }
@@ -768,6 +904,7 @@ impl Network {
         origin: Origin,
         notes: Vec<String>,
         verdict: Verdict,
+        transport: Transport,
     ) {
         let Path {
             src,
@@ -788,6 +925,12 @@ impl Network {
                 if let Some(byte) = b.get_mut(c.offset) {
                     *byte = c.new;
                 }
+                // A corruption the receiver does not catch reaches a TCP
+                // stack only with a checksum that matches it (as after a
+                // checksum-offload bug): recompute it.
+                if !c.caught_by_checksum && transport.tcp().is_some() {
+                    tcp::fix_tcp_checksum(*src.ip(), *dst.ip(), &mut b);
+                }
             }
             self.wire[dst_host].insert(
                 (*at, packet, copy),
@@ -803,6 +946,7 @@ impl Network {
                     dst,
                     bytes: b,
                     corruption: *corruption,
+                    transport,
                 },
             );
             queued = true;
@@ -816,6 +960,7 @@ impl Network {
             origin,
             notes,
             verdict,
+            transport,
         });
         if queued {
             self.nic_wake[dst_host].notify_one();
@@ -859,12 +1004,28 @@ pub(crate) async fn nic(net: Rc<RefCell<Network>>, host: usize) {
         (tokio::time::Instant::now(), sim_now(&n))
     };
     loop {
-        let (next, wake) = {
+        let (now, mut next, wake, stack) = {
             let mut n = net.borrow_mut();
             let now = sim_now(&n);
             n.arrive(host, now);
-            (n.next_due(host), n.nic_wake[host].clone())
+            let stack = n.tcp[host].clone();
+            (now, n.next_due(host), n.nic_wake[host].clone(), stack)
         };
+        // The host's TCP stack (if it has one) takes what arrived, runs its
+        // timers and sends; then sleep until its next timer at the latest.
+        if let Some(stack) = stack {
+            let (packets, poll_at) = stack.service(now);
+            if !packets.is_empty() {
+                let mut n = net.borrow_mut();
+                for p in &packets {
+                    n.offer_ip(now, host, p);
+                }
+            }
+            next = match (next, poll_at) {
+                (Some(a), Some(b)) => Some(a.min(b)),
+                (a, b) => a.or(b),
+            };
+        }
         let deadline = next.map(|t| anchor.0 + t.saturating_duration_since(anchor.1));
         tokio::select! {
             biased;

@@ -120,6 +120,11 @@ impl Observer {
         self.last_at = e.at();
         let hasher = &mut self.hasher;
         e.encode_for_hash(&mut |b| hasher.update(b));
+        if e.is_tcp() {
+            // TCP segments carry no protocol datagrams: hashed, not judged.
+            self.events += 1;
+            return;
+        }
         let pos = self.position();
         match e {
             TraceEvent::Sent {
@@ -221,12 +226,11 @@ impl Observer {
             {
                 continue;
             }
-            if let Some(want) = &fc.code {
-                if code_name != Some(want.as_str())
-                    && c.code.map(|c| c.to_string()).as_deref() != Some(want.as_str())
-                {
-                    continue;
-                }
+            if let Some(want) = &fc.code
+                && code_name != Some(want.as_str())
+                && c.code.map(|c| c.to_string()).as_deref() != Some(want.as_str())
+            {
+                continue;
             }
             *n += 1;
         }

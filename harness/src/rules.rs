@@ -88,10 +88,10 @@ impl RuleSet {
             {
                 continue;
             }
-            if let Some(kind) = &m.kind {
-                if protocol.classify(data).kind != Some(kind.as_str()) {
-                    continue;
-                }
+            if let Some(kind) = &m.kind
+                && protocol.classify(data).kind != Some(kind.as_str())
+            {
+                continue;
             }
             let ms = now.as_millis();
             if m.from_ms.is_some_and(|f| ms < f) || m.until_ms.is_some_and(|u| ms >= u) {

@@ -299,11 +299,11 @@ pub fn run(loaded: &Loaded, opts: &RunOptions) -> RunOutput {
                 t.push(e.clone());
             }
             let mut cap = capture.borrow_mut();
-            if let Some(w) = cap.as_mut() {
-                if let Err(err) = w.record(e) {
-                    tracing::error!("capture write failed: {err}");
-                    *cap = None;
-                }
+            if let Some(w) = cap.as_mut()
+                && let Err(err) = w.record(e)
+            {
+                tracing::error!("capture write failed: {err}");
+                *cap = None;
             }
         })
     };
@@ -419,10 +419,10 @@ pub fn run(loaded: &Loaded, opts: &RunOptions) -> RunOutput {
     net.borrow_mut().finish();
     // Stop every host so sockets close and record what they still held.
     drop(sim);
-    if let Some(mut w) = capture.borrow_mut().take() {
-        if let Err(e) = w.finish() {
-            capture_error = Some(format!("finishing the capture failed: {e}"));
-        }
+    if let Some(mut w) = capture.borrow_mut().take()
+        && let Err(e) = w.finish()
+    {
+        capture_error = Some(format!("finishing the capture failed: {e}"));
     }
 
     let hosts = collect_hosts(&records.borrow(), &names, &ips, loaded);

@@ -730,7 +730,7 @@ fn is_valid_name(s: &str) -> bool {
 /// A message naming the offending character position.
 pub fn parse_hex(s: &str) -> Result<Vec<u8>, String> {
     let digits: String = s.chars().filter(|c| !c.is_whitespace()).collect();
-    if digits.len() % 2 != 0 {
+    if !digits.len().is_multiple_of(2) {
         return Err(format!("odd number of hex digits ({})", digits.len()));
     }
     hex::decode(&digits).map_err(|e| format!("not hex: {e}"))
@@ -887,16 +887,16 @@ fn validate(s: &Scenario) -> Result<Compiled, Vec<ScenarioError>> {
                 "a link joins two different hosts",
             ));
         }
-        if let (Some(a), Some(b)) = (a, b) {
-            if let Some(prev) = seen_pairs.insert((a.min(b), a.max(b)), i) {
-                errs.push(ScenarioError::at(
-                    p.clone(),
-                    format!(
-                        "hosts {:?} and {:?} already have a link at $.links[{prev}]",
-                        l.a, l.b
-                    ),
-                ));
-            }
+        if let (Some(a), Some(b)) = (a, b)
+            && let Some(prev) = seen_pairs.insert((a.min(b), a.max(b)), i)
+        {
+            errs.push(ScenarioError::at(
+                p.clone(),
+                format!(
+                    "hosts {:?} and {:?} already have a link at $.links[{prev}]",
+                    l.a, l.b
+                ),
+            ));
         }
         if l.both.is_some() && (l.a_to_b.is_some() || l.b_to_a.is_some()) {
             errs.push(ScenarioError::at(
@@ -909,17 +909,17 @@ fn validate(s: &Scenario) -> Result<Compiled, Vec<ScenarioError>> {
             ("a_to_b", &l.a_to_b),
             ("b_to_a", &l.b_to_a),
         ] {
-            if let Some(cfg) = cfg {
-                if let Err(e) = cfg.validate(&format!("{p}.{key}")) {
-                    errs.extend(e.into_iter().map(|e| ScenarioError::at("", e.to_string())));
-                }
+            if let Some(cfg) = cfg
+                && let Err(e) = cfg.validate(&format!("{p}.{key}"))
+            {
+                errs.extend(e.into_iter().map(|e| ScenarioError::at("", e.to_string())));
             }
         }
     }
-    if let Some(cfg) = &s.default_link {
-        if let Err(e) = cfg.validate("$.default_link") {
-            errs.extend(e.into_iter().map(|e| ScenarioError::at("", e.to_string())));
-        }
+    if let Some(cfg) = &s.default_link
+        && let Err(e) = cfg.validate("$.default_link")
+    {
+        errs.extend(e.into_iter().map(|e| ScenarioError::at("", e.to_string())));
     }
     let mut last_at = 0;
     let mut down = std::collections::BTreeSet::new();
@@ -1032,23 +1032,23 @@ fn validate(s: &Scenario) -> Result<Compiled, Vec<ScenarioError>> {
         if let Some(k) = &r.matching.kind {
             check_kind(protocol, k, format!("{p}.match.kind"), &mut errs);
         }
-        if let RuleAction::SetField(f) = &r.action {
-            if !protocol.fields().iter().any(|(n, _)| *n == f.field) {
-                errs.push(ScenarioError::at(
-                    format!("{p}.action.set_field.field"),
-                    format!(
-                        "{} has no field {:?}; fields: {}",
-                        protocol.name(),
-                        f.field,
-                        protocol
-                            .fields()
-                            .iter()
-                            .map(|(n, _)| *n)
-                            .collect::<Vec<_>>()
-                            .join(", ")
-                    ),
-                ));
-            }
+        if let RuleAction::SetField(f) = &r.action
+            && !protocol.fields().iter().any(|(n, _)| *n == f.field)
+        {
+            errs.push(ScenarioError::at(
+                format!("{p}.action.set_field.field"),
+                format!(
+                    "{} has no field {:?}; fields: {}",
+                    protocol.name(),
+                    f.field,
+                    protocol
+                        .fields()
+                        .iter()
+                        .map(|(n, _)| *n)
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ),
+            ));
         }
         if let RuleAction::Overwrite(o) = &r.action {
             match parse_hex(&o.hex) {
@@ -1066,13 +1066,13 @@ fn validate(s: &Scenario) -> Result<Compiled, Vec<ScenarioError>> {
                 Err(e) => errs.push(ScenarioError::at(format!("{p}.action.overwrite.hex"), e)),
             }
         }
-        if let RuleAction::Duplicate(n) = r.action {
-            if n == 0 || n > 16 {
-                errs.push(ScenarioError::at(
-                    format!("{p}.action.duplicate"),
-                    format!("{n} copies; give 1 to 16"),
-                ));
-            }
+        if let RuleAction::Duplicate(n) = r.action
+            && (n == 0 || n > 16)
+        {
+            errs.push(ScenarioError::at(
+                format!("{p}.action.duplicate"),
+                format!("{n} copies; give 1 to 16"),
+            ));
         }
     }
     let mut datagrams = Vec::new();
@@ -1133,13 +1133,13 @@ fn validate(s: &Scenario) -> Result<Compiled, Vec<ScenarioError>> {
             }
         };
         datagrams.push(bytes);
-        if let Some(field) = d.flood.as_ref().and_then(|f| f.distinct_field.as_ref()) {
-            if !protocol.fields().iter().any(|(n, _)| n == field) {
-                errs.push(ScenarioError::at(
-                    format!("{p}.flood.distinct_field"),
-                    format!("{} has no field {field:?}", protocol.name()),
-                ));
-            }
+        if let Some(field) = d.flood.as_ref().and_then(|f| f.distinct_field.as_ref())
+            && !protocol.fields().iter().any(|(n, _)| n == field)
+        {
+            errs.push(ScenarioError::at(
+                format!("{p}.flood.distinct_field"),
+                format!("{} has no field {field:?}", protocol.name()),
+            ));
         }
         if let Some(f) = &d.flood {
             // The simulator's cost per datagram grows with what is queued in

@@ -32,6 +32,138 @@ pub enum Origin {
     },
 }
 
+/// Which transport protocol a copy carries, and for TCP its header fields.
+///
+/// For [`Transport::Udp`] the event's `bytes` are the UDP payload (the
+/// application datagram); for [`Transport::Tcp`] they are the whole TCP
+/// segment, header and options included, exactly as the sending host's TCP
+/// stack emitted it (the IPv4 header is not part of the trace: the event's
+/// `src`/`dst` say everything it would).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+#[serde(tag = "protocol", rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum Transport {
+    /// A UDP datagram.
+    #[default]
+    Udp,
+    /// A TCP segment.
+    Tcp(TcpHeader),
+}
+
+impl Transport {
+    /// Whether this is UDP (the default, left out of the JSON form).
+    pub fn is_udp(&self) -> bool {
+        matches!(self, Transport::Udp)
+    }
+
+    /// The TCP header, for a TCP segment.
+    pub fn tcp(&self) -> Option<&TcpHeader> {
+        match self {
+            Transport::Tcp(h) => Some(h),
+            Transport::Udp => None,
+        }
+    }
+}
+
+/// The fields of a TCP header that tell what a segment does.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+pub struct TcpHeader {
+    /// Sequence number.
+    pub seq: u32,
+    /// Acknowledgement number (meaningful when `flags` has ACK).
+    pub ack: u32,
+    /// Control bits.
+    pub flags: TcpFlags,
+    /// Advertised window (unscaled, as on the wire).
+    pub window: u16,
+    /// Header length in bytes, options included.
+    pub header_len: u8,
+    /// Payload bytes after the header.
+    pub payload_len: u32,
+}
+
+impl TcpHeader {
+    /// Parse the header of a TCP `segment`; `None` if it is shorter than its
+    /// header claims (or than 20 bytes).
+    pub fn parse(segment: &[u8]) -> Option<TcpHeader> {
+        let be32 = |i: usize| {
+            segment
+                .get(i..i + 4)
+                .map(|b| u32::from_be_bytes([b[0], b[1], b[2], b[3]]))
+        };
+        let header_len = segment.get(12).map(|b| (b >> 4) * 4)?;
+        if header_len < 20 || segment.len() < usize::from(header_len) {
+            return None;
+        }
+        Some(TcpHeader {
+            seq: be32(4)?,
+            ack: be32(8)?,
+            flags: TcpFlags(segment[13]),
+            window: u16::from_be_bytes([segment[14], segment[15]]),
+            header_len,
+            payload_len: u32::try_from(segment.len() - usize::from(header_len)).ok()?,
+        })
+    }
+}
+
+/// TCP control bits (the low byte of the flags field).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct TcpFlags(pub u8);
+
+impl TcpFlags {
+    /// FIN.
+    pub const FIN: u8 = 0x01;
+    /// SYN.
+    pub const SYN: u8 = 0x02;
+    /// RST.
+    pub const RST: u8 = 0x04;
+    /// PSH.
+    pub const PSH: u8 = 0x08;
+    /// ACK.
+    pub const ACK: u8 = 0x10;
+    /// URG.
+    pub const URG: u8 = 0x20;
+
+    /// Whether every bit of `bits` is set.
+    pub fn has(self, bits: u8) -> bool {
+        self.0 & bits == bits
+    }
+}
+
+impl std::fmt::Display for TcpFlags {
+    /// `SYN|ACK`, `ACK`, `FIN|PSH|ACK`, or `none`.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        const NAMES: [(u8, &str); 6] = [
+            (TcpFlags::FIN, "FIN"),
+            (TcpFlags::SYN, "SYN"),
+            (TcpFlags::RST, "RST"),
+            (TcpFlags::PSH, "PSH"),
+            (TcpFlags::ACK, "ACK"),
+            (TcpFlags::URG, "URG"),
+        ];
+        let mut first = true;
+        for (bit, name) in NAMES {
+            if self.0 & bit != 0 {
+                if !first {
+                    f.write_str("|")?;
+                }
+                f.write_str(name)?;
+                first = false;
+            }
+        }
+        if first {
+            f.write_str("none")?;
+        }
+        Ok(())
+    }
+}
+
+impl Serialize for TcpFlags {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
 /// Why the network lost a copy the link had let through.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize)]
 #[serde(rename_all = "snake_case")]
@@ -69,8 +201,9 @@ impl NetDrop {
 #[serde(tag = "event", rename_all = "snake_case")]
 #[non_exhaustive]
 pub enum TraceEvent {
-    /// A datagram left a socket on `src` and was offered to the link
-    /// direction towards `dst`. `bytes` are exactly what the sender sent.
+    /// A datagram (or TCP segment) left a socket on `src` and was offered
+    /// to the link direction towards `dst`. `bytes` are exactly what the
+    /// sender sent.
     Sent {
         /// Send time.
         at: SimTime,
@@ -90,6 +223,10 @@ pub enum TraceEvent {
         notes: Vec<String>,
         /// What the link decided for each copy.
         verdict: Verdict,
+        /// UDP (`bytes`: the payload), or TCP with the segment's header
+        /// fields (`bytes`: the whole segment). Absent from the JSON for UDP.
+        #[serde(skip_serializing_if = "Transport::is_udp")]
+        transport: Transport,
     },
     /// One copy reached the receiving host at `at`. `bytes` are as they
     /// arrived (after rewrites and corruption).
@@ -110,8 +247,15 @@ pub enum TraceEvent {
         /// The bit flip this copy carries, if any.
         corruption: Option<Corruption>,
         /// Whether the receiving host handed it to the application (`false`
-        /// when the UDP checksum caught a corruption).
+        /// when the UDP checksum caught a corruption). For TCP: whether it
+        /// was handed to the host's TCP stack (`false` when the TCP checksum
+        /// caught a corruption).
         delivered_to_app: bool,
+        /// UDP, or TCP with the header fields of the segment as it arrived
+        /// (as sent when a corruption left the header unparseable). Absent
+        /// from the JSON for UDP.
+        #[serde(skip_serializing_if = "Transport::is_udp")]
+        transport: Transport,
     },
     /// A copy the link had let through was lost on the rest of its way (a
     /// partition cut it in flight, the receiving host was down, no socket
@@ -142,6 +286,17 @@ impl TraceEvent {
 }
 
 impl TraceEvent {
+    /// Whether the event concerns a TCP segment (a `Lost` event does not
+    /// say: its packet's `Sent` does).
+    pub fn is_tcp(&self) -> bool {
+        match self {
+            TraceEvent::Sent { transport, .. } | TraceEvent::Arrived { transport, .. } => {
+                !transport.is_udp()
+            }
+            TraceEvent::Lost { .. } => false,
+        }
+    }
+
     /// Feed a stable binary encoding of the event to `out` (for the trace
     /// hash): a kind byte, the time, ids and addresses as fixed-width
     /// integers, the payload as raw bytes with its length, and the decision
@@ -169,8 +324,11 @@ impl TraceEvent {
                 origin,
                 notes,
                 verdict,
+                transport,
             } => {
-                out(&[1]);
+                // UDP events encode as they always did; TCP ones have kinds
+                // of their own and end with their header fields.
+                out(&[if transport.is_udp() { 1 } else { 4 }]);
                 out(&at.as_micros().to_be_bytes());
                 out(&packet.0.to_be_bytes());
                 addr(out, src);
@@ -179,6 +337,9 @@ impl TraceEvent {
                 json(out, origin);
                 json(out, notes);
                 json(out, verdict);
+                if !transport.is_udp() {
+                    json(out, transport);
+                }
             }
             TraceEvent::Arrived {
                 at,
@@ -189,8 +350,9 @@ impl TraceEvent {
                 bytes: b,
                 corruption,
                 delivered_to_app,
+                transport,
             } => {
-                out(&[2]);
+                out(&[if transport.is_udp() { 2 } else { 5 }]);
                 out(&at.as_micros().to_be_bytes());
                 out(&packet.0.to_be_bytes());
                 out(&copy.to_be_bytes());
@@ -199,6 +361,9 @@ impl TraceEvent {
                 bytes(out, b);
                 json(out, corruption);
                 out(&[u8::from(*delivered_to_app)]);
+                if !transport.is_udp() {
+                    json(out, transport);
+                }
             }
             TraceEvent::Lost {
                 at,

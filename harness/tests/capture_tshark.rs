@@ -16,7 +16,7 @@ use streamlab_harness::capture::{CaptureFormat, CaptureWriter, capture_file_name
 use streamlab_harness::impair::{
     CopyFate, Corruption, DelayBreakdown, DropReason, LossCause, PacketId, Verdict,
 };
-use streamlab_harness::trace::{HostInfo, Origin, TraceEvent, TraceSink};
+use streamlab_harness::trace::{HostInfo, Origin, TraceEvent, TraceSink, Transport};
 use streamlab_harness::tshark::{
     ChecksumStatus, Direction, Row, TsharkQuery, require_tshark, tshark_rows, tshark_version,
 };
@@ -165,6 +165,7 @@ impl Trace {
                 sent_at: t(at),
                 copies,
             },
+            transport: Transport::Udp,
         });
         self.next
     }
@@ -219,6 +220,7 @@ impl Trace {
             bytes,
             corruption,
             delivered_to_app: corruption.is_none_or(|c| !c.caught_by_checksum),
+            transport: Transport::Udp,
         });
     }
 

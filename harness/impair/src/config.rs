@@ -655,14 +655,14 @@ impl LinkConfig {
                 );
             }
         }
-        if let Some(LossConfig::GilbertElliott { p, r: None, .. }) = c.loss {
-            if p > 0.0 {
-                w.push(format!(
+        if let Some(LossConfig::GilbertElliott { p, r: None, .. }) = c.loss
+            && p > 0.0
+        {
+            w.push(format!(
                     "loss.r: defaulted to 1 − p = {} as current tc does, which makes the model Bernoulli({p}) lagged \
                      by one packet",
                     1.0 - p
                 ));
-            }
         }
         w
     }

@@ -723,7 +723,11 @@ mod tests {
             }
             let size = rng.random_range(0..1400);
             // Ids need not grow with send order.
-            let id = if seed % 2 == 0 { i } else { i.reverse_bits() };
+            let id = if seed.is_multiple_of(2) {
+                i
+            } else {
+                i.reverse_bits()
+            };
             let v = link.send(t, PacketId(id), vec![0x5a; size]);
             stats.record_verdict(&v);
             reference.record_verdict(&v);
@@ -733,7 +737,7 @@ mod tests {
         }
         check(stats, reference, "after the last send");
         if recording != Recording::VerdictsOnly {
-            if seed % 2 == 0 {
+            if seed.is_multiple_of(2) {
                 for d in link.drain() {
                     deliver(&d, stats, reference);
                 }

@@ -11,7 +11,7 @@ use std::fmt::Write as _;
 use streamlab_core::time::SimTime;
 use streamlab_impair::{CopyFate, Corruption, DelayBreakdown};
 
-use crate::trace::Origin;
+use crate::trace::{Origin, Transport};
 
 /// `1.234567s`: a simulated time at full µs resolution.
 pub(crate) fn time(t: SimTime) -> String {
@@ -54,17 +54,31 @@ pub(crate) fn delay(d: &DelayBreakdown) -> String {
 }
 
 /// `corrupted: byte 13 bit 2 0x01->0x05, caught by UDP checksum (...)`.
-pub(crate) fn corruption(pkt: u64, copy: u32, c: &Corruption) -> String {
+/// For TCP the byte offset counts from the start of the segment's header.
+pub(crate) fn corruption(pkt: u64, copy: u32, c: &Corruption, transport: &Transport) -> String {
     let mut s = format!(
         "streamlab: pkt={pkt} copy={copy} corrupted: byte {} bit {} 0x{:02x}->0x{:02x}, ",
         c.offset, c.bit, c.old, c.new
     );
-    if c.caught_by_checksum {
-        s.push_str("caught by UDP checksum (receiver discards it; inbound copy carries the checksum of the original bytes)");
-    } else {
-        s.push_str("not caught by UDP checksum (delivered to the application; inbound copy has no UDP checksum)");
+    match (transport, c.caught_by_checksum) {
+        (Transport::Udp, true) => s.push_str("caught by UDP checksum (receiver discards it; inbound copy carries the checksum of the original bytes)"),
+        (Transport::Udp, false) => s.push_str("not caught by UDP checksum (delivered to the application; inbound copy has no UDP checksum)"),
+        (_, true) => s.push_str("caught by TCP checksum (receiver discards it; inbound copy carries the checksum of the original bytes)"),
+        (_, false) => s.push_str("not caught by TCP checksum (delivered to the TCP stack; the checksum was recomputed over the corrupted segment)"),
     }
     s
+}
+
+/// What a `sent` comment says about the transport: nothing for UDP;
+/// `TCP SYN|ACK seq=1 ack=2 win=512 len=0, ` for a TCP segment.
+pub(crate) fn transport(t: &Transport) -> String {
+    match t.tcp() {
+        None => String::new(),
+        Some(h) => format!(
+            "TCP {} seq={} ack={} win={} len={}, ",
+            h.flags, h.seq, h.ack, h.window, h.payload_len
+        ),
+    }
 }
 
 /// `streamlab: pkt=17 copy=1 duplicate: copy 1 of pkt=17`, for k ≥ 1.
@@ -96,7 +110,7 @@ pub(crate) fn provenance(pkt: u64, origin: &Origin, notes: &[String]) -> Vec<Str
 }
 
 /// The sender-side line for one copy's fate, as decided by the link.
-pub(crate) fn fate(pkt: u64, copy: u32, fate: &CopyFate) -> Vec<String> {
+pub(crate) fn fate(pkt: u64, copy: u32, fate: &CopyFate, transport: &Transport) -> Vec<String> {
     let mut out = Vec::new();
     out.extend(duplicate(pkt, copy));
     match fate {
@@ -117,7 +131,7 @@ pub(crate) fn fate(pkt: u64, copy: u32, fate: &CopyFate) -> Vec<String> {
                 delay(d)
             ));
             if let Some(c) = c {
-                out.push(corruption(pkt, copy, c));
+                out.push(corruption(pkt, copy, c, transport));
             }
         }
         other => out.push(format!(

@@ -1,6 +1,8 @@
 //! Real link, network and transport headers around a simulated datagram:
 //! Ethernet II + IPv4 + UDP, with correct lengths and checksums (or a
-//! deliberately wrong or absent UDP checksum where the trace says so).
+//! deliberately wrong or absent UDP checksum where the trace says so); and
+//! around a TCP segment: Ethernet II + IPv4 + the segment as the stack
+//! emitted it (or as it arrived, corruption included).
 
 use std::io;
 use std::net::{Ipv4Addr, SocketAddrV4};
@@ -100,6 +102,28 @@ pub(crate) fn udp_frame(
     Ok(frame)
 }
 
+/// Builds the Ethernet II + IPv4 frame carrying the TCP `segment` (header
+/// included, checksum as given) from `src` to `dst`: IPv4 identification
+/// `ident`, TTL [`TTL`], don't-fragment, correct header checksum.
+///
+/// # Errors
+/// `InvalidInput` if the segment does not fit in one IPv4 packet.
+pub(crate) fn tcp_frame(
+    src: SocketAddrV4,
+    dst: SocketAddrV4,
+    ident: u16,
+    segment: &[u8],
+) -> io::Result<Vec<u8>> {
+    let packet = crate::tcp::ipv4_packet(*src.ip(), *dst.ip(), ident, segment)
+        .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "segment too large for IPv4"))?;
+    let mut frame = Vec::with_capacity(ETH_LEN + packet.len());
+    frame.extend_from_slice(&mac_of(*dst.ip()));
+    frame.extend_from_slice(&mac_of(*src.ip()));
+    frame.extend_from_slice(&0x0800u16.to_be_bytes());
+    frame.extend_from_slice(&packet);
+    Ok(frame)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -152,5 +176,34 @@ mod tests {
         assert_eq!(&bad[UDP_PAYLOAD_AT..], b"abce");
         let none = udp_frame(s, d, 1, b"abce", UdpChecksum::Absent).expect("fits");
         assert_eq!(none[UDP_CHECKSUM_AT..UDP_CHECKSUM_AT + 2], [0, 0]);
+    }
+
+    #[test]
+    fn tcp_frame_wraps_the_segment_unchanged() {
+        let (s, d) = (addr("10.0.0.1:1234"), addr("10.0.0.2:80"));
+        let mut seg = vec![0u8; 24];
+        seg[12] = 5 << 4;
+        seg[13] = 0x18;
+        seg[20..].copy_from_slice(b"data");
+        crate::tcp::fix_tcp_checksum(*s.ip(), *d.ip(), &mut seg);
+        let f = tcp_frame(s, d, 9, &seg).expect("fits");
+        assert_eq!(&f[ETH_LEN + IPV4_LEN..], &seg[..]);
+        let p = SlicedPacket::from_ethernet(&f).expect("parses");
+        let Some(etherparse::NetSlice::Ipv4(ip)) = p.net else {
+            panic!("not ipv4")
+        };
+        let h = ip.header().to_header();
+        assert_eq!(h.protocol, IpNumber::TCP);
+        assert_eq!(h.identification, 9);
+        assert_eq!(h.header_checksum, h.calc_header_checksum());
+        let Some(etherparse::TransportSlice::Tcp(tcp)) = p.transport else {
+            panic!("not tcp")
+        };
+        assert_eq!(
+            tcp.checksum(),
+            tcp.to_header()
+                .calc_checksum_ipv4(&h, b"data")
+                .expect("fits")
+        );
     }
 }

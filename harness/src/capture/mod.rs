@@ -5,7 +5,8 @@
 //! Wireshark and tshark open directly. Guarantees:
 //!
 //! - **Real frames.** Each datagram is an Ethernet II + IPv4 + UDP frame with
-//!   correct lengths and checksums. MACs are synthesised from the IPv4
+//!   correct lengths and checksums (each TCP segment an Ethernet II + IPv4 +
+//!   TCP frame, see [below](#tcp-segments)). MACs are synthesised from the IPv4
 //!   addresses (`02:00:<a.b.c.d>`), the IPv4 identification is the low 16
 //!   bits of the packet id, TTL 64.
 //! - **Capture points** (pcapng). One interface per host (`if_name` = host
@@ -54,6 +55,22 @@
 //! as a late note). [`TraceSink::finish`] writes everything still held, with
 //! `unresolved` notes.
 //!
+//! # TCP segments
+//!
+//! A trace event whose `transport` is TCP carries a whole segment; it is
+//! written as Ethernet II + IPv4 (protocol 6, the same synthesised MACs,
+//! identification and TTL) + the segment as the stack emitted it, checksum
+//! included. A copy whose corruption the TCP checksum catches keeps the
+//! checksum of the original bytes (tshark with `tcp.check_checksum`: Bad);
+//! in `deliver` mode the network already recomputed it, so it validates.
+//! The `sent` comment names the segment (`TCP ACK seq=… ack=… win=… len=…`)
+//! and corruption notes name the TCP checksum. Wireshark's TCP analysis
+//! does not separate capture interfaces: in the pcapng it sees every
+//! segment outbound and again inbound, and marks the second sighting; the
+//! classic pcap (inbound only) is the receivers' view, where a
+//! `tcp.analysis.retransmission` is a real retransmission or a link
+//! duplicate.
+//!
 //! # Classic pcap
 //!
 //! [`CaptureFormat::Pcap`] writes the receivers' view only: the inbound
@@ -80,8 +97,8 @@ use pcap_file::{DataLink, Endianness, PcapError, TsResolution};
 use streamlab_core::time::SimTime;
 use streamlab_impair::{CopyFate, Corruption, Verdict};
 
-use crate::trace::{HostInfo, Origin, TraceEvent, TraceSink};
-use frame::{UdpChecksum, udp_frame};
+use crate::trace::{HostInfo, Origin, TraceEvent, TraceSink, Transport};
+use frame::{UdpChecksum, tcp_frame, udp_frame};
 
 /// Largest frame a record may hold (the tcpdump default snap length).
 const SNAPLEN: u32 = 262_144;
@@ -188,6 +205,7 @@ struct Sent {
     origin: Origin,
     notes: Vec<String>,
     verdict: Verdict,
+    transport: Transport,
     outcomes: Vec<Outcome>,
     /// The outbound record has been written.
     released: bool,
@@ -511,16 +529,17 @@ impl<W: Write> CaptureWriter<W> {
         };
         let pkt = s.packet;
         let mut comments = vec![format!(
-            "streamlab: pkt={pkt} sent: {}->{}, {} bytes, copies={}",
+            "streamlab: pkt={pkt} sent: {}->{}, {}{} bytes, copies={}",
             self.host_name(s.src),
             self.host_name(s.dst),
+            comment::transport(&s.transport),
             s.bytes.len(),
             s.verdict.copies.len()
         )];
         comments.extend(comment::provenance(pkt, &s.origin, &s.notes));
         for (k, fate) in s.verdict.copies.iter().enumerate() {
             let copy = k as u32;
-            comments.extend(comment::fate(pkt, copy, fate));
+            comments.extend(comment::fate(pkt, copy, fate, &s.transport));
             match s.outcomes.get(k) {
                 Some(Outcome::Lost { at, cause }) => comments.push(lost(pkt, copy, *at, cause)),
                 Some(Outcome::InFlight) => comments.push(format!(
@@ -529,7 +548,14 @@ impl<W: Write> CaptureWriter<W> {
                 _ => {}
             }
         }
-        let frame = udp_frame(s.src, s.dst, ident(pkt), &s.bytes, UdpChecksum::Correct)?;
+        let frame = frame_of(
+            s.src,
+            s.dst,
+            pkt,
+            &s.bytes,
+            &s.transport,
+            UdpChecksum::Correct,
+        )?;
         let at = s.at;
         Ok(Some(Epb {
             iface,
@@ -610,6 +636,7 @@ impl<W: Write> CaptureWriter<W> {
                 origin: e.origin.clone(),
                 notes: e.notes.to_vec(),
                 verdict: e.verdict.clone(),
+                transport: *e.transport,
                 outcomes,
                 released: false,
             },
@@ -630,7 +657,7 @@ impl<W: Write> CaptureWriter<W> {
             Some(_) => UdpChecksum::Absent,
             None => UdpChecksum::Correct,
         };
-        let frame = udp_frame(e.src, e.dst, ident(pkt), e.bytes, checksum)?;
+        let frame = frame_of(e.src, e.dst, pkt, e.bytes, e.transport, checksum)?;
         if self.format == CaptureFormat::Pcap {
             return self.write_pcap_record(e.at, &frame);
         }
@@ -654,11 +681,16 @@ impl<W: Write> CaptureWriter<W> {
         }
         comments.extend(comment::duplicate(pkt, copy));
         if let Some(c) = e.corruption {
-            comments.push(comment::corruption(pkt, copy, c));
+            comments.push(comment::corruption(pkt, copy, c, e.transport));
         }
         if !e.delivered_to_app {
+            let to = if e.transport.is_udp() {
+                "the application"
+            } else {
+                "the TCP stack"
+            };
             comments.push(format!(
-                "streamlab: pkt={pkt} copy={copy} discarded: not delivered to the application"
+                "streamlab: pkt={pkt} copy={copy} discarded: not delivered to {to}"
             ));
         }
         if let Some(s) = sent {
@@ -706,7 +738,14 @@ impl<W: Write> CaptureWriter<W> {
         if s.released {
             // The outbound record went out before the loss was known: write
             // the loss as its own outbound record of the same datagram.
-            let frame = udp_frame(s.src, s.dst, ident(pkt), &s.bytes, UdpChecksum::Correct)?;
+            let frame = frame_of(
+                s.src,
+                s.dst,
+                pkt,
+                &s.bytes,
+                &s.transport,
+                UdpChecksum::Correct,
+            )?;
             let src = s.src;
             let comments = vec![format!(
                 "{} (late note: repeats the outbound datagram sent at {}, whose record was written before the loss was known)",
@@ -762,6 +801,23 @@ fn insert_packet_id(block: &mut Vec<u8>, packet: u64) {
     block[end - 4..end].copy_from_slice(&total);
 }
 
+/// The frame of a datagram (UDP, with the checksum asked for) or of a TCP
+/// segment (its checksum is part of the bytes: as the stack computed it, or
+/// stale after a corruption the receiver catches).
+fn frame_of(
+    src: SocketAddrV4,
+    dst: SocketAddrV4,
+    pkt: u64,
+    bytes: &[u8],
+    transport: &Transport,
+    checksum: UdpChecksum<'_>,
+) -> io::Result<Vec<u8>> {
+    match transport {
+        Transport::Udp => udp_frame(src, dst, ident(pkt), bytes, checksum),
+        _ => tcp_frame(src, dst, ident(pkt), bytes),
+    }
+}
+
 /// The IPv4 identification of a packet: the low 16 bits of its id.
 fn ident(pkt: u64) -> u16 {
     (pkt & 0xffff) as u16
@@ -786,6 +842,7 @@ struct SentEvent<'a> {
     origin: &'a Origin,
     notes: &'a [String],
     verdict: &'a Verdict,
+    transport: &'a Transport,
 }
 
 /// The fields of an `Arrived` event the writer uses.
@@ -798,6 +855,7 @@ struct ArrivedEvent<'a> {
     bytes: &'a [u8],
     corruption: Option<&'a Corruption>,
     delivered_to_app: bool,
+    transport: &'a Transport,
 }
 
 impl<W: Write> TraceSink for CaptureWriter<W> {
@@ -815,6 +873,7 @@ impl<W: Write> TraceSink for CaptureWriter<W> {
                 origin,
                 notes,
                 verdict,
+                transport,
             } => self.on_sent(SentEvent {
                 at: *at,
                 packet: packet.0,
@@ -824,6 +883,7 @@ impl<W: Write> TraceSink for CaptureWriter<W> {
                 origin,
                 notes,
                 verdict,
+                transport,
             })?,
             TraceEvent::Arrived {
                 at,
@@ -834,6 +894,7 @@ impl<W: Write> TraceSink for CaptureWriter<W> {
                 bytes,
                 corruption,
                 delivered_to_app,
+                transport,
             } => self.on_arrived(ArrivedEvent {
                 at: *at,
                 packet: packet.0,
@@ -843,6 +904,7 @@ impl<W: Write> TraceSink for CaptureWriter<W> {
                 bytes,
                 corruption: corruption.as_ref(),
                 delivered_to_app: *delivered_to_app,
+                transport,
             })?,
             TraceEvent::Lost {
                 at,

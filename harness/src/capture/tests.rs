@@ -58,6 +58,7 @@ fn sent(at: u64, pkt: u64, copies: Vec<CopyFate>) -> TraceEvent {
             sent_at: SimTime::from_micros(at),
             copies,
         },
+        transport: crate::trace::Transport::Udp,
     }
 }
 
@@ -75,6 +76,7 @@ fn arrived(at: u64, pkt: u64, copy: u32, corruption: Option<Corruption>) -> Trac
         bytes,
         corruption,
         delivered_to_app: corruption.is_none_or(|c| !c.caught_by_checksum),
+        transport: crate::trace::Transport::Udp,
     }
 }
 

@@ -397,11 +397,11 @@ impl<M: Machine, S: DatagramSocket> Driver<M, S> {
                     if deadline.is_some_and(|d| Instant::now() >= d) {
                         self.machine.handle_timeout(now);
                     }
-                    if let (Some(at), Some(every)) = (next_status, self.status_every) {
-                        if Instant::now() >= at {
-                            observe(Observation::Status(now, &self.machine));
-                            next_status = Some(at + every);
-                        }
+                    if let (Some(at), Some(every)) = (next_status, self.status_every)
+                        && Instant::now() >= at
+                    {
+                        observe(Observation::Status(now, &self.machine));
+                        next_status = Some(at + every);
                     }
                 }
             }

@@ -342,15 +342,15 @@ impl Bound {
                 return Some(format!("{name} must be a finite number"));
             }
         }
-        if let (Some(lo), Some(hi)) = (self.min, self.max) {
-            if lo > hi {
-                return Some(format!("min {lo} is greater than max {hi}"));
-            }
+        if let (Some(lo), Some(hi)) = (self.min, self.max)
+            && lo > hi
+        {
+            return Some(format!("min {lo} is greater than max {hi}"));
         }
-        if let Some(e) = self.eq {
-            if self.min.is_some_and(|m| e < m) || self.max.is_some_and(|m| e > m) {
-                return Some(format!("eq {e} lies outside min/max"));
-            }
+        if let Some(e) = self.eq
+            && (self.min.is_some_and(|m| e < m) || self.max.is_some_and(|m| e > m))
+        {
+            return Some(format!("eq {e} lies outside min/max"));
         }
         None
     }

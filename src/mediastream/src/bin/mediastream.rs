@@ -367,7 +367,7 @@ fn col(v: u64, max: usize) -> String {
 
 impl StatusTable {
     fn print(&mut self, s: &Sample) {
-        if self.printed % 40 == 0 {
+        if self.printed.is_multiple_of(40) {
             out!("{STATUS_HEADER}");
         }
         self.printed += 1;

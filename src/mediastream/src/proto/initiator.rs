@@ -314,10 +314,10 @@ impl Initiator {
 
     fn close(&mut self, outcome: Outcome) {
         self.timers.stop_all();
-        if let Outcome::Failed(_) = outcome {
-            if !matches!(self.state, InitiatorState::Streaming) {
-                self.stats.handshake_failures = 1;
-            }
+        if let Outcome::Failed(_) = outcome
+            && !matches!(self.state, InitiatorState::Streaming)
+        {
+            self.stats.handshake_failures = 1;
         }
         self.set_state(InitiatorState::Closed(outcome));
         self.events.push_back(InitiatorEvent::Finished(outcome));

@@ -235,10 +235,10 @@ impl Ctx {
                 return;
             }
         };
-        if let Some(s) = session {
-            if s.budget().is_some() {
-                s.tx_unconfirmed += (field::ERROR_MIN_LEN + reason.len()) as u64;
-            }
+        if let Some(s) = session
+            && s.budget().is_some()
+        {
+            s.tx_unconfirmed += (field::ERROR_MIN_LEN + reason.len()) as u64;
         }
         bump(&mut self.stats.errors_sent, &code.name());
         self.events.push_back(ResponderEvent::ErrorSent {

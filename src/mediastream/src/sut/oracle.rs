@@ -148,20 +148,16 @@ impl MsOracle {
         // Handshake sequence of a client: control frames either way between
         // it and its server, until DATA first reaches it.
         for (client, peer) in [(src, dst), (dst, src)] {
-            if let Some(host) = self.client_of(&client, &peer) {
-                if let Some(kind) = ty.and_then(kind_name).filter(|k| *k != "DATA") {
-                    if let Some(c) = self.client_state.get_mut(&host) {
-                        if !c.handshake_done {
-                            c.handshake.push(kind);
-                        }
-                    }
-                }
+            if let Some(host) = self.client_of(&client, &peer)
+                && let Some(kind) = ty.and_then(kind_name).filter(|k| *k != "DATA")
+                && let Some(c) = self.client_state.get_mut(&host)
+                && !c.handshake_done
+            {
+                c.handshake.push(kind);
             }
         }
-        if by_app {
-            if let Some(host) = self.client_of(&src, &dst) {
-                self.on_client_sent(host, src, dst, bytes, pos);
-            }
+        if by_app && let Some(host) = self.client_of(&src, &dst) {
+            self.on_client_sent(host, src, dst, bytes, pos);
         }
         let Some(&allow_immediate) = self.servers.get(&src) else {
             return;
@@ -171,47 +167,49 @@ impl MsOracle {
         }
         let peer_name = self.name(&dst);
         let t = self.tuples.entry((src, dst)).or_default();
-        if ty == Some(START_ACK) {
-            if let Some(sid) = sid {
-                if !t.started.contains(&sid) {
-                    self.violations.push(Violation {
+        if ty == Some(START_ACK)
+            && let Some(sid) = sid
+        {
+            if !t.started.contains(&sid) {
+                self.violations.push(Violation {
                         rule: "start_ack_only_for_a_received_start",
                         message: format!(
                             "the responder at {src} sent START_ACK for stream 0x{sid:016x} to {dst} ({peer_name}), but no well-formed START for that stream had reached it from there"
                         ),
                         position: pos,
                     });
-                }
-                t.acked.insert(sid);
-                if flags(bytes) & FLAG_IMMEDIATE != 0 {
-                    let asked = t.requested_immediate.contains(&sid);
-                    if asked && allow_immediate {
-                        t.immediate.insert(sid);
+            }
+            t.acked.insert(sid);
+            if flags(bytes) & FLAG_IMMEDIATE != 0 {
+                let asked = t.requested_immediate.contains(&sid);
+                if asked && allow_immediate {
+                    t.immediate.insert(sid);
+                } else {
+                    let why = if asked {
+                        "its configuration does not allow IMMEDIATE (allow_immediate is false)"
                     } else {
-                        let why = if asked {
-                            "its configuration does not allow IMMEDIATE (allow_immediate is false)"
-                        } else {
-                            "the peer's START did not ask for it"
-                        };
-                        self.violations.push(Violation {
+                        "the peer's START did not ask for it"
+                    };
+                    self.violations.push(Violation {
                             rule: "immediate_only_when_requested_and_allowed",
                             message: format!(
                                 "the responder at {src} granted IMMEDIATE for stream 0x{sid:016x} to {dst} ({peer_name}), but {why} (spec §3.3)"
                             ),
                             position: pos,
                         });
-                    }
                 }
             }
         }
-        if ty == Some(DATA) {
-            if let Some(sid) = sid {
-                if !t.confirmed.contains(&sid) && !t.immediate.contains(&sid) {
-                    let seq = bytes
-                        .get(field::SEQUENCE)
-                        .and_then(|b| b.try_into().ok())
-                        .map(u32::from_be_bytes);
-                    self.violations.push(Violation {
+        if ty == Some(DATA)
+            && let Some(sid) = sid
+            && !t.confirmed.contains(&sid)
+            && !t.immediate.contains(&sid)
+        {
+            let seq = bytes
+                .get(field::SEQUENCE)
+                .and_then(|b| b.try_into().ok())
+                .map(u32::from_be_bytes);
+            self.violations.push(Violation {
                         rule: "no_data_before_start_confirm",
                         message: format!(
                             "the responder at {src} sent DATA (stream 0x{sid:016x}, sequence {}) to {dst} ({peer_name}) before any START_CONFIRM for that stream reached it, and IMMEDIATE was not validly granted",
@@ -219,10 +217,8 @@ impl MsOracle {
                         ),
                         position: pos,
                     });
-                    // One report per stream is enough to name the broken rule.
-                    t.confirmed.insert(sid);
-                }
-            }
+            // One report per stream is enough to name the broken rule.
+            t.confirmed.insert(sid);
         }
         if !t.validated && t.immediate.is_empty() {
             t.sent_unvalidated += bytes.len() as u64;
@@ -273,22 +269,22 @@ impl MsOracle {
     }
 
     fn on_delivered(&mut self, src: SocketAddrV4, dst: SocketAddrV4, bytes: &[u8]) {
-        if let Some(host) = self.client_of(&dst, &src) {
-            if let Some(c) = self.client_state.get_mut(&host) {
-                if bytes.first() == Some(&DATA) {
-                    c.handshake_done = true;
+        if let Some(host) = self.client_of(&dst, &src)
+            && let Some(c) = self.client_state.get_mut(&host)
+        {
+            if bytes.first() == Some(&DATA) {
+                c.handshake_done = true;
+            }
+            // A well-formed START_ACK, or DATA under a requested
+            // IMMEDIATE, acknowledges the client's stream.
+            match wire::parse(bytes) {
+                Ok(Frame::StartAck(a)) => {
+                    c.acked.insert(a.stream_id);
                 }
-                // A well-formed START_ACK, or DATA under a requested
-                // IMMEDIATE, acknowledges the client's stream.
-                match wire::parse(bytes) {
-                    Ok(Frame::StartAck(a)) => {
-                        c.acked.insert(a.stream_id);
-                    }
-                    Ok(Frame::Data(d)) if c.requested_immediate.contains(&d.header.stream_id) => {
-                        c.acked.insert(d.header.stream_id);
-                    }
-                    _ => {}
+                Ok(Frame::Data(d)) if c.requested_immediate.contains(&d.header.stream_id) => {
+                    c.acked.insert(d.header.stream_id);
                 }
+                _ => {}
             }
         }
         if !self.servers.contains_key(&dst) {

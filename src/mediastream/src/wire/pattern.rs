@@ -6,7 +6,7 @@
 pub const fn pattern_byte(offset: u64) -> u8 {
     let counter = ((offset / 2) % 65_536) as u16;
     let [lo, hi] = counter.to_le_bytes();
-    if offset % 2 == 0 { lo } else { hi }
+    if offset.is_multiple_of(2) { lo } else { hi }
 }
 
 /// Fills `buf` with the pattern starting at stream offset `offset` (the sum

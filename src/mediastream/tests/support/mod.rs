@@ -193,10 +193,10 @@ impl Sim {
             self.delivered_to_responder
                 .push((self.now, d.from, d.bytes.clone()));
             self.responder.handle_datagram(self.now, d.from, &d.bytes);
-            if let Some(s) = self.responder.session(d.from) {
-                if s.confirmed || s.immediate {
-                    self.amp.entry(d.from).or_default().exempt = true;
-                }
+            if let Some(s) = self.responder.session(d.from)
+                && (s.confirmed || s.immediate)
+            {
+                self.amp.entry(d.from).or_default().exempt = true;
             }
             self.drain_responder();
         } else if let Some(i) = (0..self.inits.len()).find(|&i| init_addr(i) == d.to) {
@@ -242,12 +242,11 @@ impl Sim {
     fn drain_responder(&mut self) {
         while let Some(t) = self.responder.poll_transmit(self.now, &mut self.buf) {
             let bytes = self.buf[..t.len].to_vec();
-            if let Some(s) = self.responder.session(t.destination) {
-                if s.immediate
-                    && s.state != streamlab_mediastream::proto::SessionState::ExpectStartConfirm
-                {
-                    self.amp.entry(t.destination).or_default().exempt = true;
-                }
+            if let Some(s) = self.responder.session(t.destination)
+                && s.immediate
+                && s.state != streamlab_mediastream::proto::SessionState::ExpectStartConfirm
+            {
+                self.amp.entry(t.destination).or_default().exempt = true;
             }
             let a = self.amp.entry(t.destination).or_default();
             if !a.exempt {
