@@ -1,4 +1,4 @@
-//! The regression suite test (`tests/suite.rs`) lists `scenarios/*.json` at
+//! The regression suite test (`tests/suite.rs`) lists `scenarios/*/*.json` at
 //! compile time; re-run when that folder changes so that a new scenario file
 //! becomes a test case without touching any source.
 

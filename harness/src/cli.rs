@@ -123,13 +123,7 @@ pub fn expand(paths: &[PathBuf]) -> Result<Vec<PathBuf>, String> {
     let mut out = Vec::new();
     for p in paths {
         if p.is_dir() {
-            let mut files: Vec<PathBuf> = std::fs::read_dir(p)
-                .map_err(|e| format!("{}: cannot list: {e}", p.display()))?
-                .filter_map(|e| e.ok().map(|e| e.path()))
-                .filter(|f| f.extension().is_some_and(|x| x == "json") && f.is_file())
-                .collect();
-            files.sort();
-            out.extend(files);
+            collect_json(p, 0, &mut out)?;
         } else if p.is_file() {
             out.push(p.clone());
         } else {
@@ -137,6 +131,33 @@ pub fn expand(paths: &[PathBuf]) -> Result<Vec<PathBuf>, String> {
         }
     }
     Ok(out)
+}
+
+/// How deep `expand` looks into folders (`scenarios/<protocol>/…`).
+const MAX_DEPTH: usize = 8;
+
+/// Every `*.json` file under `dir`, sorted, folders first-level and below
+/// (one folder per protocol), at most [`MAX_DEPTH`] deep.
+fn collect_json(dir: &Path, depth: usize, out: &mut Vec<PathBuf>) -> Result<(), String> {
+    if depth > MAX_DEPTH {
+        return Err(format!(
+            "{}: folders nested more than {MAX_DEPTH} deep (a symlink loop?)",
+            dir.display()
+        ));
+    }
+    let mut entries: Vec<PathBuf> = std::fs::read_dir(dir)
+        .map_err(|e| format!("{}: cannot list: {e}", dir.display()))?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .collect();
+    entries.sort();
+    for f in entries {
+        if f.is_dir() {
+            collect_json(&f, depth + 1, out)?;
+        } else if f.extension().is_some_and(|x| x == "json") && f.is_file() {
+            out.push(f);
+        }
+    }
+    Ok(())
 }
 
 /// Run the CLI.

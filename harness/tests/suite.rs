@@ -1,4 +1,4 @@
-//! The regression suite: every file in `scenarios/` is its own test case.
+//! The regression suite: every file in `scenarios/<protocol>/` is its own test case.
 //!
 //! Each case runs the scenario twice with captures and demands:
 //! - the verdict is pass (the failure text names the broken checks, the seed
@@ -42,7 +42,7 @@ fn comparable(r: &RunReport) -> serde_json::Value {
 }
 
 #[rstest]
-fn scenario(#[files("../scenarios/*.json")] path: PathBuf) {
+fn scenario(#[files("../scenarios/*/*.json")] path: PathBuf) {
     let loaded = load(&path).unwrap_or_else(|errs| {
         panic!(
             "{}",
