@@ -64,7 +64,7 @@ mod stats;
 mod tables;
 
 pub use config::{
-    CorruptConfig, CorruptMode, DEFAULT_QUEUE_LIMIT, DelayConfig, Distribution, DuplicateConfig,
+    CorruptConfig, CorruptMode, DEFAULT_QUEUE_LIMIT, limits, DelayConfig, Distribution, DuplicateConfig,
     LinkConfig, LossConfig, Preset, RateConfig, ReorderConfig,
 };
 pub use decision::{

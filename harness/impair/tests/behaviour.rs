@@ -488,12 +488,12 @@ fn validation_names_json_paths() {
     assert_eq!(
         errs,
         vec![
-            "links[0].a_to_b.delay.base_ms: delay -1 ms is negative",
+            "links[0].a_to_b.delay.base_ms: -1 is outside the allowed range 0 to 3600000",
             "links[0].a_to_b.loss.p: probability 1.5 is outside [0, 1]",
-            "links[0].a_to_b.reorder.gap: 0 is below the minimum of 1",
+            "links[0].a_to_b.reorder.gap: 0 is outside the allowed range 1 to 1000000",
             "links[0].a_to_b.reorder: reordering requires a delay (delay.base_ms > 0)",
-            "links[0].a_to_b.rate.bytes_per_second: 0 is below the minimum of 1",
-            "links[0].a_to_b.mtu_bytes: 0 is below the minimum of 1",
+            "links[0].a_to_b.rate.bytes_per_second: 0 is outside the allowed range 1 to 1000000000000",
+            "links[0].a_to_b.mtu_bytes: 0 is outside the allowed range 1 to 65535",
         ]
     );
     let e = cfg(r#"{"loss":{"model":"burst","loss_rate":0.6,"mean_burst_len":1.0}}"#)
