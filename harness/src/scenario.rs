@@ -722,13 +722,29 @@ pub fn parse(text: &str, origin: &str) -> Result<Loaded, Vec<ScenarioError>> {
             format!("{origin}:{}:{}: ", e.line(), e.column())
         }
     };
-    let value: serde_json::Value = serde_json::from_str(text).map_err(|e| {
-        vec![ScenarioError {
-            location: located(&e),
-            path: "$".into(),
-            message: e.to_string(),
-        }]
-    })?;
+    // The typed parse first: its errors carry the JSON path.
+    let mut de = serde_json::Deserializer::from_str(text);
+    let typed: Result<Scenario, _> = serde_path_to_error::deserialize(&mut de);
+    let typed = typed.map_err(|e| {
+        let path = json_path(e.path());
+        (path, e.into_inner())
+    });
+    let value: serde_json::Value = match serde_json::from_str(text) {
+        Ok(v) => v,
+        Err(e) => {
+            // A syntax error (or a number JSON cannot hold): name the path
+            // when the typed parse failed at the same place.
+            let path = match &typed {
+                Err((p, t)) if (t.line(), t.column()) == (e.line(), e.column()) => p.clone(),
+                _ => "$".into(),
+            };
+            return Err(vec![ScenarioError {
+                location: located(&e),
+                path,
+                message: explain(text, &e),
+            }]);
+        }
+    };
     if !value.is_object() {
         let found = match value {
             serde_json::Value::Array(_) => "an array",
@@ -743,14 +759,11 @@ pub fn parse(text: &str, origin: &str) -> Result<Loaded, Vec<ScenarioError>> {
             message: format!("invalid type: a scenario is a JSON object, found {found}"),
         }]);
     }
-    let mut de = serde_json::Deserializer::from_str(text);
-    let scenario: Scenario = serde_path_to_error::deserialize(&mut de).map_err(|e| {
-        let path = json_path(e.path());
-        let inner = e.into_inner();
+    let scenario = typed.map_err(|(path, inner)| {
         vec![ScenarioError {
             location: located(&inner),
             path,
-            message: strip_position(&inner.to_string()),
+            message: explain(text, &inner),
         }]
     })?;
     let roles = validate(&scenario).map_err(|mut errs| {
@@ -766,13 +779,161 @@ pub fn parse(text: &str, origin: &str) -> Result<Loaded, Vec<ScenarioError>> {
     })
 }
 
+/// serde_json's message, without its position (the location carries it),
+/// made specific where serde's wording misleads: an integer too large for
+/// its field is reported by serde as a float, and "NaN" / "inf" strings as
+/// a plain type error.
+fn explain(text: &str, e: &serde_json::Error) -> String {
+    let msg = strip_position(&e.to_string());
+    let ranges: [(&str, i128, i128); 6] = [
+        ("u64", 0, u64::MAX.into()),
+        ("u32", 0, u32::MAX.into()),
+        ("u16", 0, u16::MAX.into()),
+        ("u8", 0, u8::MAX.into()),
+        ("usize", 0, u64::MAX.into()),
+        ("i64", i64::MIN.into(), i64::MAX.into()),
+    ];
+    let expected_int = ranges
+        .iter()
+        .find(|(t, _, _)| msg.ends_with(&format!("expected {t}")));
+    if let Some((ty, lo, hi)) = expected_int {
+        if msg.starts_with("invalid type: floating point")
+            || msg.starts_with("invalid value: integer")
+        {
+            if let Some(tok) = token_before(text, e.line(), e.column()) {
+                let integer = tok.strip_prefix('-').unwrap_or(&tok);
+                if !integer.is_empty() && integer.bytes().all(|b| b.is_ascii_digit()) {
+                    return format!("integer {tok} is out of range for {ty} ({lo} to {hi})");
+                }
+                if msg.starts_with("invalid type: floating point") {
+                    return format!("{tok} is not an integer: {ty} takes whole numbers {lo} to {hi}");
+                }
+            }
+        }
+    }
+    if msg == "number out of range" {
+        let tok = token_before(text, e.line(), e.column()).unwrap_or_default();
+        return format!("number {tok} is out of range: JSON numbers here must be finite (at most about 1.8e308)");
+    }
+    for word in ["\"NaN\"", "\"nan\"", "\"inf\"", "\"-inf\"", "\"Infinity\"", "\"-Infinity\"", "\"infinity\""] {
+        if msg.starts_with(&format!("invalid type: string {word}")) {
+            return format!("{msg}: a number is needed here, and JSON has no NaN or infinity; give a finite number");
+        }
+    }
+    msg
+}
+
+/// The number-like token ending at (1-based) `line`, `column` of `text`.
+fn token_before(text: &str, line: usize, column: usize) -> Option<String> {
+    let l = text.lines().nth(line.checked_sub(1)?)?;
+    let upto: String = l.chars().take(column).collect();
+    let tok: String = upto
+        .chars()
+        .rev()
+        .take_while(|c| c.is_ascii_digit() || matches!(c, '-' | '+' | '.' | 'e' | 'E'))
+        .collect::<Vec<_>>()
+        .into_iter()
+        .rev()
+        .collect();
+    (!tok.is_empty()).then_some(tok)
+}
+
+/// Largest scenario or link file read, bytes (16 MiB).
+pub const MAX_FILE_BYTES: u64 = 16 << 20;
+
+/// Read a UTF-8 text file, with a message naming the real cause when it
+/// cannot be: missing, a directory or other non-regular file (never opened,
+/// so a FIFO cannot block), a symlink loop, permission denied, too large, a
+/// byte order mark, invalid UTF-8 (with the byte offset).
+///
+/// # Errors
+/// The cause, without the file name.
+pub fn read_text(path: &Path) -> Result<String, String> {
+    let meta = std::fs::metadata(path).map_err(|e| io_cause(&e))?;
+    if meta.is_dir() {
+        return Err("is a directory; a file is needed here".into());
+    }
+    if !meta.is_file() {
+        return Err(format!(
+            "not a regular file ({}); a file is needed here",
+            file_kind(&meta)
+        ));
+    }
+    if meta.len() > MAX_FILE_BYTES {
+        return Err(format!(
+            "{} bytes is more than the {MAX_FILE_BYTES}-byte limit of an input file",
+            meta.len()
+        ));
+    }
+    let bytes = std::fs::read(path).map_err(|e| io_cause(&e))?;
+    decode_text(bytes)
+}
+
+/// Bytes to text: refuses a UTF-8 byte order mark and invalid UTF-8 (with
+/// the byte offset).
+///
+/// # Errors
+/// What is wrong with the bytes.
+pub fn decode_text(bytes: Vec<u8>) -> Result<String, String> {
+    if bytes.starts_with(&[0xEF, 0xBB, 0xBF]) {
+        return Err(
+            "starts with a UTF-8 byte order mark (bytes EF BB BF), which JSON does not allow; save the file as \
+             UTF-8 without BOM"
+                .into(),
+        );
+    }
+    String::from_utf8(bytes).map_err(|e| {
+        let off = e.utf8_error().valid_up_to();
+        let byte = e.as_bytes().get(off).copied().unwrap_or(0);
+        format!("invalid UTF-8 at byte offset {off} (byte 0x{byte:02X}); JSON text must be UTF-8")
+    })
+}
+
+/// An I/O error's cause in words.
+pub fn io_cause(e: &std::io::Error) -> String {
+    use std::io::ErrorKind;
+    // ELOOP on Linux and the BSDs / macOS.
+    if matches!(e.raw_os_error(), Some(40) | Some(62)) && cfg!(unix) {
+        return "too many levels of symbolic links (a symlink loop)".into();
+    }
+    match e.kind() {
+        ErrorKind::NotFound => "no such file or directory".into(),
+        ErrorKind::PermissionDenied => "permission denied".into(),
+        ErrorKind::IsADirectory => "is a directory; a file is needed here".into(),
+        ErrorKind::NotADirectory => "a path component is not a directory".into(),
+        _ => e.to_string(),
+    }
+}
+
+fn file_kind(meta: &std::fs::Metadata) -> &'static str {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::FileTypeExt;
+        let t = meta.file_type();
+        if t.is_char_device() {
+            return "a character device";
+        }
+        if t.is_block_device() {
+            return "a block device";
+        }
+        if t.is_fifo() {
+            return "a FIFO";
+        }
+        if t.is_socket() {
+            return "a socket";
+        }
+    }
+    let _ = meta;
+    "a special file"
+}
+
 /// Read, parse and validate a scenario file.
 ///
 /// # Errors
 /// As [`parse`], plus an unreadable file.
 pub fn load(path: &Path) -> Result<Loaded, Vec<ScenarioError>> {
     let origin = path.display().to_string();
-    let text = std::fs::read_to_string(path).map_err(|e| {
+    let text = read_text(path).map_err(|e| {
         vec![ScenarioError {
             location: format!("{origin}: "),
             path: "$".into(),
@@ -857,6 +1018,17 @@ fn validate(s: &Scenario) -> Result<Vec<Role>, Vec<ScenarioError>> {
     }
     if s.duration_ms == 0 {
         errs.push(ScenarioError::at("$.duration_ms", "must be > 0"));
+    }
+    if s.duration_ms > limits::MAX_DURATION_MS {
+        errs.push(ScenarioError::at(
+            "$.duration_ms",
+            format!(
+                "{} ms is more than the limit of {} ms (24 h simulated){}",
+                s.duration_ms,
+                limits::MAX_DURATION_MS,
+                limits::RAISE
+            ),
+        ));
     }
     if s.hosts.is_empty() {
         errs.push(ScenarioError::at("$.hosts", "at least one host is needed"));
@@ -1271,9 +1443,314 @@ fn validate(s: &Scenario) -> Result<Vec<Role>, Vec<ScenarioError>> {
             ));
         }
     }
+    check_work(s, &roles, &mut errs);
+    check_expectations(s, &mut errs);
+    check_stream_agreement(s, &roles, &mut errs);
     if errs.is_empty() {
         Ok(roles)
     } else {
         Err(errs)
+    }
+}
+
+/// Bounds on the work a scenario may imply, checked by validation so that a
+/// run's time and memory stay sane whatever the file says (documented in
+/// `scenarios/README.md`). They are constants: raise one here and rebuild
+/// when a scenario truly needs more.
+pub mod limits {
+    /// Longest simulated run, ms (24 h).
+    pub const MAX_DURATION_MS: u64 = 86_400_000;
+    /// `duration_ms` × number of hosts, ms (ten host-days): the simulator
+    /// steps every host every 1 ms tick.
+    pub const MAX_HOST_MS: u64 = 864_000_000;
+    /// Datagrams injected by `inject.datagrams` in all (a flood counts
+    /// `count`, any other entry 1).
+    pub const MAX_INJECTED_DATAGRAMS: u64 = 100_000;
+    /// DATA datagrams the clients' streams imply in all (frames ×
+    /// datagrams per frame, summed over clients).
+    pub const MAX_DATA_DATAGRAMS: u64 = 10_000_000;
+    /// Frames a client's receive window may hold (2 × min(frames,
+    /// `buffer_depth_s` × `frame_rate`)); the window grows with what
+    /// arrives, at most [`RECEIVER_BYTES_PER_FRAME`] bytes a frame.
+    pub const MAX_RECEIVE_WINDOW_FRAMES: u64 = 2_000_000;
+    /// Memory a buffered frame costs the receiver at most, bytes.
+    pub const RECEIVER_BYTES_PER_FRAME: u64 = 64;
+    /// `link-stats --packets` at most.
+    pub const MAX_LINK_STATS_PACKETS: u64 = 100_000_000;
+    /// How to raise a limit, appended to every limit message.
+    pub(crate) const RAISE: &str =
+        "; the limits are in harness/src/scenario.rs (scenario::limits), see scenarios/README.md";
+}
+
+/// Refuses scenarios whose implied work exceeds [`limits`].
+fn check_work(s: &Scenario, roles: &[Role], errs: &mut Vec<ScenarioError>) {
+    let host_ms = s.duration_ms.saturating_mul(s.hosts.len() as u64);
+    if s.duration_ms <= limits::MAX_DURATION_MS && host_ms > limits::MAX_HOST_MS {
+        errs.push(ScenarioError::at(
+            "$.duration_ms",
+            format!(
+                "{} ms × {} hosts = {host_ms} host-ms is more than the limit of {} host-ms{}",
+                s.duration_ms,
+                s.hosts.len(),
+                limits::MAX_HOST_MS,
+                limits::RAISE
+            ),
+        ));
+    }
+    let injected: u64 = s
+        .inject
+        .datagrams
+        .iter()
+        .map(|d| d.flood.as_ref().map_or(1, |f| u64::from(f.count)))
+        .fold(0, u64::saturating_add);
+    if injected > limits::MAX_INJECTED_DATAGRAMS {
+        errs.push(ScenarioError::at(
+            "$.inject.datagrams",
+            format!(
+                "{injected} datagrams in all (floods count `count`) is more than the limit of {}{}",
+                limits::MAX_INJECTED_DATAGRAMS,
+                limits::RAISE
+            ),
+        ));
+    }
+    let mut data = 0u64;
+    for (i, r) in roles.iter().enumerate() {
+        let Role::Client { config, .. } = r else {
+            continue;
+        };
+        let Ok(plan) = config.validate() else {
+            continue;
+        };
+        data = data.saturating_add(
+            u64::from(plan.frames()).saturating_mul(u64::from(plan.datagrams_per_frame())),
+        );
+        let ibf = u64::from(plan.frames())
+            .min(u64::from(config.buffer_depth_s) * u64::from(plan.frame_rate()))
+            .max(1);
+        let window = 2 * ibf;
+        if window > limits::MAX_RECEIVE_WINDOW_FRAMES {
+            errs.push(ScenarioError::at(
+                format!("$.hosts[{i}].client.config.buffer_depth_s"),
+                format!(
+                    "a receive window of {window} frames (2 × min(frames {}, buffer_depth_s {} × frame_rate {})) \
+                     could take {} MB; the limit is {} frames{}",
+                    plan.frames(),
+                    config.buffer_depth_s,
+                    plan.frame_rate(),
+                    window * limits::RECEIVER_BYTES_PER_FRAME / 1_000_000,
+                    limits::MAX_RECEIVE_WINDOW_FRAMES,
+                    limits::RAISE
+                ),
+            ));
+        }
+    }
+    if data > limits::MAX_DATA_DATAGRAMS {
+        errs.push(ScenarioError::at(
+            "$.hosts",
+            format!(
+                "the clients' streams imply {data} DATA datagrams (frames × datagrams per frame) in all, \
+                 more than the limit of {}{}",
+                limits::MAX_DATA_DATAGRAMS,
+                limits::RAISE
+            ),
+        ));
+    }
+}
+
+/// Which stats object a host reports.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum StatsKind {
+    /// A client: [`streamlab::proto::InitiatorStats`].
+    Initiator,
+    /// A server: [`streamlab::proto::ResponderStats`].
+    Responder,
+}
+
+/// The stat paths `expect.hosts.*.stats` may name for a host of this kind,
+/// derived from the protocol's stats struct as serialized in reports: one
+/// entry per counter, and `name.<CODE>` (returned as `name.*`) for a
+/// by-name counter.
+pub fn stat_paths(kind: StatsKind) -> Vec<String> {
+    let value = match kind {
+        StatsKind::Initiator => serde_json::to_value(streamlab::proto::InitiatorStats::default()),
+        StatsKind::Responder => serde_json::to_value(streamlab::proto::ResponderStats::default()),
+    };
+    let mut out = Vec::new();
+    if let Ok(serde_json::Value::Object(m)) = value {
+        for (k, v) in m {
+            if v.is_object() {
+                out.push(format!("{k}.*"));
+            } else {
+                out.push(k);
+            }
+        }
+    }
+    out
+}
+
+/// Whether `path` names a stat of a host of this kind (see [`stat_paths`]):
+/// a counter, or a by-name counter with a code name as reports spell it
+/// (`errors_sent.BUSY`, `errors_received.UNKNOWN_99`).
+pub fn is_stat_path(kind: StatsKind, path: &str) -> bool {
+    stat_paths(kind).iter().any(|p| match p.strip_suffix(".*") {
+        Some(map) => path
+            .strip_prefix(map)
+            .and_then(|r| r.strip_prefix('.'))
+            .is_some_and(streamlab::proto::is_code_name),
+        None => p == path,
+    })
+}
+
+/// Whether an `expect.frames[].code` matches anything: a defined code's
+/// name or a code number (decimal, no leading zeros).
+fn is_frame_code(code: &str) -> bool {
+    (0..=255u16).any(|c| crate::error_code_name(c) == Some(code))
+        || code.parse::<u16>().is_ok_and(|n| n.to_string() == code)
+}
+
+/// A bound that can hold: finite numbers, `min <= max`, `eq` within them.
+fn check_bound(b: &Bound, path: &str, errs: &mut Vec<ScenarioError>) {
+    for (k, v) in [("eq", b.eq), ("min", b.min), ("max", b.max)] {
+        if v.is_some_and(|v| !v.is_finite()) {
+            errs.push(ScenarioError::at(
+                format!("{path}.{k}"),
+                "not a finite number",
+            ));
+        }
+    }
+    if let (Some(lo), Some(hi)) = (b.min, b.max) {
+        if lo > hi {
+            errs.push(ScenarioError::at(
+                path,
+                format!("min {lo} is greater than max {hi}: no value can satisfy it"),
+            ));
+        }
+    }
+    if let Some(e) = b.eq {
+        if b.min.is_some_and(|m| e < m) || b.max.is_some_and(|m| e > m) {
+            errs.push(ScenarioError::at(
+                path,
+                format!("eq {e} contradicts {b}: no value can satisfy it"),
+            ));
+        }
+    }
+}
+
+/// Everything `run` would reject in `expect`, found before running.
+fn check_expectations(s: &Scenario, errs: &mut Vec<ScenarioError>) {
+    for (name, he) in &s.expect.hosts {
+        let p = format!("$.expect.hosts.{name}");
+        let Some(h) = s.hosts.iter().find(|h| &h.name == name) else {
+            continue;
+        };
+        let kind = match (&h.client, &h.server) {
+            (Some(_), None) => Some(StatsKind::Initiator),
+            (None, Some(_)) => Some(StatsKind::Responder),
+            _ => None,
+        };
+        if let Some(e) = &he.error {
+            if !streamlab::proto::StreamError::is_name(e) {
+                errs.push(ScenarioError::at(
+                    format!("{p}.error"),
+                    format!(
+                        "unknown error name {e:?}; give one of {}, or peer_error:<CODE> (e.g. peer_error:BUSY, \
+                         peer_error:UNKNOWN_99)",
+                        streamlab::proto::StreamError::FIXED_NAMES.join(", ")
+                    ),
+                ));
+            }
+        }
+        if let Some(b) = &he.time_to_stream_ms {
+            check_bound(b, &format!("{p}.time_to_stream_ms"), errs);
+        }
+        for (stat, b) in &he.stats {
+            let sp = format!("{p}.stats.{stat}");
+            check_bound(b, &sp, errs);
+            match kind {
+                None => errs.push(ScenarioError::at(
+                    sp,
+                    format!("host {name:?} runs no protocol code and has no stats"),
+                )),
+                Some(k) if !is_stat_path(k, stat) => errs.push(ScenarioError::at(
+                    sp,
+                    format!(
+                        "no stat named {stat:?} for a {}; stats are: {} (<name>.* takes an ERROR code name, \
+                         e.g. errors_sent.BUSY)",
+                        if k == StatsKind::Initiator {
+                            "client"
+                        } else {
+                            "server"
+                        },
+                        stat_paths(k).join(", ")
+                    ),
+                )),
+                Some(_) => {}
+            }
+        }
+    }
+    for (i, f) in s.expect.frames.iter().enumerate() {
+        let p = format!("$.expect.frames[{i}]");
+        check_bound(&f.count, &format!("{p}.count"), errs);
+        if let Some(c) = &f.code {
+            if !is_frame_code(c) {
+                errs.push(ScenarioError::at(
+                    format!("{p}.code"),
+                    format!(
+                        "unknown ERROR code {c:?}; give a name ({}) or a number 0-65535",
+                        (0..=255u16)
+                            .filter_map(crate::error_code_name)
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    ),
+                ));
+            }
+        }
+    }
+}
+
+/// The four stream fields both ends derive the stream from; they must
+/// agree (spec §4: "the two configs MUST agree"). `bits_per_second` is
+/// compared as used, rounded down to a multiple of 8.
+fn check_stream_agreement(s: &Scenario, roles: &[Role], errs: &mut Vec<ScenarioError>) {
+    for (i, r) in roles.iter().enumerate() {
+        let Role::Client { target, config, .. } = r else {
+            continue;
+        };
+        let Some(Role::Server { config: sc, .. }) = roles.get(*target) else {
+            continue;
+        };
+        let client = [
+            config.bits_per_second - config.bits_per_second % 8,
+            config.frame_rate.into(),
+            config.stream_length_s.into(),
+            config.datagram_size.into(),
+        ];
+        let server = [
+            sc.bits_per_second - sc.bits_per_second % 8,
+            sc.frame_rate.into(),
+            sc.stream_length_s.into(),
+            sc.datagram_size.into(),
+        ];
+        let names = [
+            "bits_per_second",
+            "frame_rate",
+            "stream_length_s",
+            "datagram_size",
+        ];
+        for k in 0..4 {
+            if client[k] != server[k] {
+                errs.push(ScenarioError::at(
+                    format!("$.hosts[{i}].client.config.{}", names[k]),
+                    format!(
+                        "{} {} differs from {} of its server {:?} ($.hosts[{target}]): both ends must agree on the \
+                         stream (spec §4); set it once in `stream` or give both the same value",
+                        names[k],
+                        client[k],
+                        server[k],
+                        s.hosts.get(*target).map_or("", |h| h.name.as_str())
+                    ),
+                ));
+            }
+        }
     }
 }
