@@ -8,6 +8,7 @@
 
 pub mod capture;
 pub mod checks;
+pub mod fuzzing;
 pub mod cli;
 mod inject;
 pub mod linkstats;
