@@ -369,10 +369,16 @@ impl Mutator {
         }
     }
 
-    /// One to four mutations of `input`.
+    /// One to four mutations of `input` (mostly one).
     pub fn mutate(&mut self, input: &[u8]) -> Vec<u8> {
         let mut b = input.to_vec();
-        let rounds = self.rng.random_range(1..=4);
+        // Mostly one mutation, so that many mutants stay valid enough to
+        // reach validation and the engine; sometimes several.
+        let rounds = if self.rng.random_bool(0.6) {
+            1
+        } else {
+            self.rng.random_range(2..=4)
+        };
         for _ in 0..rounds {
             b = self.once(b);
         }
