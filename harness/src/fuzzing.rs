@@ -23,15 +23,17 @@ use streamlab::time::SimTime;
 use streamlab_impair::{LinkConfig, LinkDirection, PacketId};
 
 use crate::scenario::{
-    self, FrameKind, FrameMatch, Overwrite, Role, RewriteRule, RuleAction, limits,
+    self, FrameKind, FrameMatch, Overwrite, RewriteRule, Role, RuleAction, limits,
 };
 
 /// Packets pushed through an accepted link config.
 pub const LINK_PACKETS: u64 = 10_000;
 
-/// Every target, by name (the `fuzz/fuzz_targets/<name>.rs` file and the
-/// `fuzz/corpus/<name>/` folder).
-pub const TARGETS: [(&str, fn(&[u8])); 6] = [
+/// A target: its name and its property.
+pub type Target = (&'static str, fn(&[u8]));
+
+/// Every target.
+pub const TARGETS: [Target; 6] = [
     ("link_config", link_config),
     ("scenario", scenario_file),
     ("parse_hex", parse_hex),
@@ -117,8 +119,7 @@ pub fn scenario_file(data: &[u8]) {
                 let plan = config
                     .validate()
                     .unwrap_or_else(|e| panic!("accepted client config fails: {e}"));
-                data_datagrams +=
-                    u64::from(plan.frames()) * u64::from(plan.datagrams_per_frame());
+                data_datagrams += u64::from(plan.frames()) * u64::from(plan.datagrams_per_frame());
                 let ibf = u64::from(plan.frames())
                     .min(u64::from(config.buffer_depth_s) * u64::from(plan.frame_rate()));
                 assert!(2 * ibf <= limits::MAX_RECEIVE_WINDOW_FRAMES);
@@ -139,7 +140,11 @@ pub fn scenario_file(data: &[u8]) {
         .flat_map(|l| [&l.both, &l.a_to_b, &l.b_to_a])
         .flatten()
         .chain(s.default_link.as_ref())
-        .chain(s.timeline.iter().filter_map(|t| t.set_link.as_ref().map(|x| &x.config)));
+        .chain(
+            s.timeline
+                .iter()
+                .filter_map(|t| t.set_link.as_ref().map(|x| &x.config)),
+        );
     for c in configs {
         if let Err(e) = LinkDirection::new("fuzz", c, s.seed) {
             panic!("an accepted scenario's link config was refused by the engine: {e}");
@@ -149,16 +154,23 @@ pub fn scenario_file(data: &[u8]) {
     for d in &s.inject.datagrams {
         if let Some(f) = &d.frame {
             let b = crate::inject::build_frame(f);
-            assert!(b.len() <= 65_507, "an injected frame larger than UDP allows");
+            assert!(
+                b.len() <= 65_507,
+                "an injected frame larger than UDP allows"
+            );
         }
     }
     let names: Vec<&str> = s.hosts.iter().map(|h| h.name.as_str()).collect();
-    let mut set = crate::rules::RuleSet::new(&s.inject.rules, |n| {
-        names.iter().position(|x| *x == n)
-    });
+    let mut set =
+        crate::rules::RuleSet::new(&s.inject.rules, |n| names.iter().position(|x| *x == n));
     for from in 0..names.len().min(3) {
         for to in 0..names.len().min(3) {
-            let _ = set.apply(SimTime::ZERO, from, to, &[1, 1, 0, 1, 0, 0, 0, 0, 0, 0, 0, 7, 0, 0]);
+            let _ = set.apply(
+                SimTime::ZERO,
+                from,
+                to,
+                &[1, 1, 0, 1, 0, 0, 0, 0, 0, 0, 0, 7, 0, 0],
+            );
         }
     }
 }
@@ -358,8 +370,8 @@ impl Mutator {
     /// values and every key name of the scenario schema.
     pub fn new(seed: u64) -> Self {
         let mut dict: Vec<Vec<u8>> = INTERESTING.iter().map(|s| s.as_bytes().to_vec()).collect();
-        let schema = serde_json::to_value(schemars::schema_for!(scenario::Scenario))
-            .unwrap_or_default();
+        let schema =
+            serde_json::to_value(schemars::schema_for!(scenario::Scenario)).unwrap_or_default();
         let mut keys = std::collections::BTreeSet::new();
         collect_keys(&schema, &mut keys);
         dict.extend(keys.into_iter().map(|k| format!("\"{k}\"").into_bytes()));
@@ -425,7 +437,11 @@ impl Mutator {
             6 => {
                 let depth = self.rng.random_range(1..300);
                 let i = self.pos(&b);
-                let open = if self.rng.random_bool(0.5) { "[" } else { "{\"a\":" };
+                let open = if self.rng.random_bool(0.5) {
+                    "["
+                } else {
+                    "{\"a\":"
+                };
                 let close = if open == "[" { "]" } else { "}" };
                 b.splice(i..i, open.repeat(depth).into_bytes());
                 let j = (i + depth * open.len()).min(b.len());

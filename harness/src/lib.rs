@@ -8,8 +8,8 @@
 
 pub mod capture;
 pub mod checks;
-pub mod fuzzing;
 pub mod cli;
+pub mod fuzzing;
 mod inject;
 pub mod linkstats;
 mod network;

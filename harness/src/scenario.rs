@@ -806,18 +806,32 @@ fn explain(text: &str, e: &serde_json::Error) -> String {
                     return format!("integer {tok} is out of range for {ty} ({lo} to {hi})");
                 }
                 if msg.starts_with("invalid type: floating point") {
-                    return format!("{tok} is not an integer: {ty} takes whole numbers {lo} to {hi}");
+                    return format!(
+                        "{tok} is not an integer: {ty} takes whole numbers {lo} to {hi}"
+                    );
                 }
             }
         }
     }
     if msg == "number out of range" {
         let tok = token_before(text, e.line(), e.column()).unwrap_or_default();
-        return format!("number {tok} is out of range: JSON numbers here must be finite (at most about 1.8e308)");
+        return format!(
+            "number {tok} is out of range: JSON numbers here must be finite (at most about 1.8e308)"
+        );
     }
-    for word in ["\"NaN\"", "\"nan\"", "\"inf\"", "\"-inf\"", "\"Infinity\"", "\"-Infinity\"", "\"infinity\""] {
+    for word in [
+        "\"NaN\"",
+        "\"nan\"",
+        "\"inf\"",
+        "\"-inf\"",
+        "\"Infinity\"",
+        "\"-Infinity\"",
+        "\"infinity\"",
+    ] {
         if msg.starts_with(&format!("invalid type: string {word}")) {
-            return format!("{msg}: a number is needed here, and JSON has no NaN or infinity; give a finite number");
+            return format!(
+                "{msg}: a number is needed here, and JSON has no NaN or infinity; give a finite number"
+            );
         }
     }
     msg
@@ -1471,9 +1485,10 @@ pub mod limits {
     pub const MAX_DATA_DATAGRAMS: u64 = 10_000_000;
     /// Frames a client's receive window may hold (2 × min(frames,
     /// `buffer_depth_s` × `frame_rate`)); the window grows with what
-    /// arrives, at most [`RECEIVER_BYTES_PER_FRAME`] bytes a frame.
+    /// arrives, about [`RECEIVER_BYTES_PER_FRAME`] bytes a frame.
     pub const MAX_RECEIVE_WINDOW_FRAMES: u64 = 2_000_000;
-    /// Memory a buffered frame costs the receiver at most, bytes.
+    /// Memory a buffered frame costs the receiver, about, bytes (a map
+    /// entry of sequence number and counters).
     pub const RECEIVER_BYTES_PER_FRAME: u64 = 64;
     /// `link-stats --packets` at most.
     pub const MAX_LINK_STATS_PACKETS: u64 = 100_000_000;

@@ -2,6 +2,9 @@
 //! within 2 s with a message naming the place (file, JSON path, option) and
 //! the cause, and never panic, abort or print PASS.
 
+// Wall-clock timing of the inputs themselves (hangs, throughput).
+#![allow(clippy::disallowed_methods)]
+
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -159,15 +162,14 @@ fn cases() -> Vec<Case> {
     let mut bad_utf8 = serde_json::to_vec(&good()).expect("json");
     bad_utf8.splice(20..20, [0xC3, 0x28]);
     let deep = format!("{}{}", "[".repeat(300), "]".repeat(300));
-    let flood = |count: u64| {
-        json!({ "at_ms": 10, "from": "idle", "to": "server", "hex": "01", "flood": { "count": count, "sources": 1 } })
-    };
+    let flood = |count: u64| json!({ "at_ms": 10, "from": "idle", "to": "server", "hex": "01", "flood": { "count": count, "sources": 1 } });
     let floods = serde_json::to_string(&vec![flood(10_000); 11]).expect("json");
     // 3 000 000 frames of one datagram, all of them buffered: a window of
     // 6 000 000 frames (once preallocated up front).
     let deep_buffer = {
         let mut v = good();
-        v["stream"] = json!({ "bits_per_second": 320_000, "frame_rate": 1000, "stream_length_s": 3000 });
+        v["stream"] =
+            json!({ "bits_per_second": 320_000, "frame_rate": 1000, "stream_length_s": 3000 });
         v["hosts"][1]["client"]["config"] = json!({ "buffer_depth_s": 3600 });
         serde_json::to_vec(&v).expect("json")
     };
@@ -184,7 +186,10 @@ fn cases() -> Vec<Case> {
         validate(
             "seed_2_64",
             &with("/seed", "18446744073709551616"),
-            &["$.seed", "integer 18446744073709551616 is out of range for u64"],
+            &[
+                "$.seed",
+                "integer 18446744073709551616 is out of range for u64",
+            ],
         ),
         validate(
             "seed_nan_string",
@@ -222,8 +227,15 @@ fn cases() -> Vec<Case> {
         // Link knobs out of their ranges.
         validate(
             "jitter_past_int_max",
-            &with("/links/0/both", r#"{"delay":{"base_ms":10,"jitter_ms":2147.4836}}"#),
-            &["$.links[0].both.delay.jitter_ms", "2147.4836", "0 to 2147.483"],
+            &with(
+                "/links/0/both",
+                r#"{"delay":{"base_ms":10,"jitter_ms":2147.4836}}"#,
+            ),
+            &[
+                "$.links[0].both.delay.jitter_ms",
+                "2147.4836",
+                "0 to 2147.483",
+            ],
         ),
         validate(
             "base_delay_negative",
@@ -241,7 +253,10 @@ fn cases() -> Vec<Case> {
                 "/links/0/both",
                 r#"{"rate":{"bytes_per_second":1000,"packet_overhead_bytes":9223372036854775807}}"#,
             ),
-            &["$.links[0].both.rate.packet_overhead_bytes", "-65535 to 65535"],
+            &[
+                "$.links[0].both.rate.packet_overhead_bytes",
+                "-65535 to 65535",
+            ],
         ),
         validate(
             "cell_overhead_i64_min",
@@ -249,12 +264,18 @@ fn cases() -> Vec<Case> {
                 "/links/0/both",
                 r#"{"rate":{"bytes_per_second":1000,"cell_size_bytes":48,"cell_overhead_bytes":-9223372036854775808}}"#,
             ),
-            &["$.links[0].both.rate.cell_overhead_bytes", "-65535 to 65535"],
+            &[
+                "$.links[0].both.rate.cell_overhead_bytes",
+                "-65535 to 65535",
+            ],
         ),
         validate(
             "rate_zero",
             &with("/links/0/both", r#"{"rate":{"bytes_per_second":0}}"#),
-            &["$.links[0].both.rate.bytes_per_second", "1 to 1000000000000"],
+            &[
+                "$.links[0].both.rate.bytes_per_second",
+                "1 to 1000000000000",
+            ],
         ),
         validate(
             "queue_limit_huge",
@@ -276,7 +297,10 @@ fn cases() -> Vec<Case> {
         ),
         validate(
             "loss_probability_above_one",
-            &with("/links/0/both", r#"{"loss":{"model":"random","probability":1.5}}"#),
+            &with(
+                "/links/0/both",
+                r#"{"loss":{"model":"random","probability":1.5}}"#,
+            ),
             &["$.links[0].both.loss.probability", "outside [0, 1]"],
         ),
         validate(
@@ -293,13 +317,20 @@ fn cases() -> Vec<Case> {
                 "/timeline",
                 r#"[{"at_ms":10,"set_link":{"from":"client","to":"server","config":{"delay":{"base_ms":1,"jitter_ms":1e9}}}}]"#,
             ),
-            &["$.timeline[0].set_link.config.delay.jitter_ms", "0 to 2147.483"],
+            &[
+                "$.timeline[0].set_link.config.delay.jitter_ms",
+                "0 to 2147.483",
+            ],
         ),
         // Work limits.
         validate(
             "receive_window_too_deep",
             &deep_buffer,
-            &["$.hosts[1].client.config.buffer_depth_s", "receive window", "scenario::limits"],
+            &[
+                "$.hosts[1].client.config.buffer_depth_s",
+                "receive window",
+                "scenario::limits",
+            ],
         ),
         validate(
             "duration_past_24h",
@@ -327,13 +358,25 @@ fn cases() -> Vec<Case> {
         // Expectations `run` would reject.
         validate(
             "unknown_stat",
-            &with("/expect/hosts/client/stats", r#"{"frames_complete":{"eq":1}}"#),
-            &["$.expect.hosts.client.stats.frames_complete", "no stat named"],
+            &with(
+                "/expect/hosts/client/stats",
+                r#"{"frames_complete":{"eq":1}}"#,
+            ),
+            &[
+                "$.expect.hosts.client.stats.frames_complete",
+                "no stat named",
+            ],
         ),
         validate(
             "unknown_stat_code",
-            &with("/expect/hosts/server", r#"{"stats":{"errors_sent.BUSYY":{"eq":1}}}"#),
-            &["$.expect.hosts.server.stats.errors_sent.BUSYY", "no stat named"],
+            &with(
+                "/expect/hosts/server",
+                r#"{"stats":{"errors_sent.BUSYY":{"eq":1}}}"#,
+            ),
+            &[
+                "$.expect.hosts.server.stats.errors_sent.BUSYY",
+                "no stat named",
+            ],
         ),
         validate(
             "stats_on_idle_host",
@@ -342,27 +385,51 @@ fn cases() -> Vec<Case> {
         ),
         validate(
             "bound_min_above_max",
-            &with("/expect/hosts/client/stats", r#"{"frames_completed":{"min":5,"max":1}}"#),
-            &["$.expect.hosts.client.stats.frames_completed", "min 5 is greater than max 1"],
+            &with(
+                "/expect/hosts/client/stats",
+                r#"{"frames_completed":{"min":5,"max":1}}"#,
+            ),
+            &[
+                "$.expect.hosts.client.stats.frames_completed",
+                "min 5 is greater than max 1",
+            ],
         ),
         validate(
             "bound_eq_outside",
-            &with("/expect/hosts/client/stats", r#"{"frames_completed":{"eq":3,"max":1}}"#),
-            &["$.expect.hosts.client.stats.frames_completed", "eq 3 contradicts"],
+            &with(
+                "/expect/hosts/client/stats",
+                r#"{"frames_completed":{"eq":3,"max":1}}"#,
+            ),
+            &[
+                "$.expect.hosts.client.stats.frames_completed",
+                "eq 3 contradicts",
+            ],
         ),
         validate(
             "time_to_stream_min_above_max",
-            &with("/expect/hosts/client/time_to_stream_ms", r#"{"min":100,"max":10}"#),
-            &["$.expect.hosts.client.time_to_stream_ms", "greater than max"],
+            &with(
+                "/expect/hosts/client/time_to_stream_ms",
+                r#"{"min":100,"max":10}"#,
+            ),
+            &[
+                "$.expect.hosts.client.time_to_stream_ms",
+                "greater than max",
+            ],
         ),
         validate(
             "unknown_error_name",
-            &with("/expect/hosts/client", r#"{"outcome":"failed","error":"handshake_timout"}"#),
+            &with(
+                "/expect/hosts/client",
+                r#"{"outcome":"failed","error":"handshake_timout"}"#,
+            ),
             &["$.expect.hosts.client.error", "unknown error name"],
         ),
         validate(
             "unknown_peer_error_code",
-            &with("/expect/hosts/client", r#"{"outcome":"failed","error":"peer_error:BUSYY"}"#),
+            &with(
+                "/expect/hosts/client",
+                r#"{"outcome":"failed","error":"peer_error:BUSYY"}"#,
+            ),
             &["$.expect.hosts.client.error", "unknown error name"],
         ),
         validate(
@@ -375,7 +442,10 @@ fn cases() -> Vec<Case> {
         ),
         validate(
             "frame_count_min_above_max",
-            &with("/expect/frames", r#"[{"type":"DATA","count":{"min":2,"max":1}}]"#),
+            &with(
+                "/expect/frames",
+                r#"[{"type":"DATA","count":{"min":2,"max":1}}]"#,
+            ),
             &["$.expect.frames[0].count", "greater than max"],
         ),
         validate(
@@ -393,16 +463,32 @@ fn cases() -> Vec<Case> {
             &bad_utf8,
             &["invalid_utf8.json", "invalid UTF-8 at byte offset 20"],
         ),
-        validate("deep_nesting", deep.as_bytes(), &["deep_nesting.json", "recursion limit"]),
+        validate(
+            "deep_nesting",
+            deep.as_bytes(),
+            &["deep_nesting.json", "recursion limit"],
+        ),
         validate(
             "truncated",
             &serde_json::to_vec(&good()).expect("json")[..40],
             &["truncated.json:1:", "EOF"],
         ),
-        validate("array", b"[1,2]", &["array.json", "a scenario is a JSON object"]),
+        validate(
+            "array",
+            b"[1,2]",
+            &["array.json", "a scenario is a JSON object"],
+        ),
         // Paths that are not scenario files.
-        cli("dev_null", &["validate", "/dev/null"], &["/dev/null", "not a regular file"]),
-        cli("empty_dir_validate", &["validate", &empty], &["no scenario files"]),
+        cli(
+            "dev_null",
+            &["validate", "/dev/null"],
+            &["/dev/null", "not a regular file"],
+        ),
+        cli(
+            "empty_dir_validate",
+            &["validate", &empty],
+            &["no scenario files"],
+        ),
         cli("empty_dir_list", &["list", &empty], &["no scenario files"]),
         cli("empty_dir_run", &["run", &empty], &["no scenario files"]),
         cli(
@@ -410,7 +496,11 @@ fn cases() -> Vec<Case> {
             &["validate", &loop_a.display().to_string()],
             &["loop_a.json", "symlink loop"],
         ),
-        cli("missing", &["validate", "no/such.json"], &["no/such.json", "no such file"]),
+        cli(
+            "missing",
+            &["validate", "no/such.json"],
+            &["no/such.json", "no such file"],
+        ),
         // Output folders.
         cli(
             "reports_unwritable",
@@ -419,7 +509,14 @@ fn cases() -> Vec<Case> {
         ),
         cli(
             "captures_unwritable",
-            &["run", &good_file, "--captures", &under_file, "--reports", &d.join("r").display().to_string()],
+            &[
+                "run",
+                &good_file,
+                "--captures",
+                &under_file,
+                "--reports",
+                &d.join("r").display().to_string(),
+            ],
             &["--captures", "not a directory"],
         ),
         cli(
@@ -430,12 +527,22 @@ fn cases() -> Vec<Case> {
         // link-stats.
         cli(
             "link_stats_inline_jitter",
-            &["link-stats", r#"{"delay":{"base_ms":1,"jitter_ms":2147.4836}}"#, "--packets", "10"],
+            &[
+                "link-stats",
+                r#"{"delay":{"base_ms":1,"jitter_ms":2147.4836}}"#,
+                "--packets",
+                "10",
+            ],
             &["(inline JSON)", "delay.jitter_ms", "0 to 2147.483"],
         ),
         cli(
             "link_stats_packets_huge",
-            &["link-stats", r#"{"delay":{"base_ms":1}}"#, "--packets", "1000000000"],
+            &[
+                "link-stats",
+                r#"{"delay":{"base_ms":1}}"#,
+                "--packets",
+                "1000000000",
+            ],
             &["--packets", "100000000"],
         ),
         cli(
@@ -450,12 +557,22 @@ fn cases() -> Vec<Case> {
         ),
         cli(
             "link_stats_nan_string",
-            &["link-stats", r#"{"loss":{"model":"random","probability":"NaN"}}"#, "--packets", "10"],
+            &[
+                "link-stats",
+                r#"{"loss":{"model":"random","probability":"NaN"}}"#,
+                "--packets",
+                "10",
+            ],
             &["(inline JSON)", "NaN"],
         ),
         Case {
             name: "link_stats_stdin_bom",
-            args: vec!["link-stats".into(), "-".into(), "--packets".into(), "10".into()],
+            args: vec![
+                "link-stats".into(),
+                "-".into(),
+                "--packets".into(),
+                "10".into(),
+            ],
             stdin: Some(b"\xEF\xBB\xBF{\"delay\":{\"base_ms\":1}}".to_vec()),
             needles: vec!["stdin", "byte order mark"],
         },
@@ -495,7 +612,12 @@ fn hostile_inputs_exit_2_quickly_with_the_place_and_the_cause() {
             }
         }
         if !why.is_empty() {
-            failures.push(format!("{}: {}\n--- output:\n{}", c.name, why.join("; "), o.text));
+            failures.push(format!(
+                "{}: {}\n--- output:\n{}",
+                c.name,
+                why.join("; "),
+                o.text
+            ));
         }
     }
     assert!(

@@ -69,7 +69,6 @@ impl Receiver {
         }
     }
 
-
     /// When the next render tick is due: frame k at
     /// `base + (IBF + k − 1) × 1e6 / frame_rate` µs (spec §5.3).
     pub(crate) fn next_render_at(&self) -> SimTime {

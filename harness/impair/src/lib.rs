@@ -64,8 +64,8 @@ mod stats;
 mod tables;
 
 pub use config::{
-    CorruptConfig, CorruptMode, DEFAULT_QUEUE_LIMIT, limits, DelayConfig, Distribution, DuplicateConfig,
-    LinkConfig, LossConfig, Preset, RateConfig, ReorderConfig,
+    CorruptConfig, CorruptMode, DEFAULT_QUEUE_LIMIT, DelayConfig, Distribution, DuplicateConfig,
+    LinkConfig, LossConfig, Preset, RateConfig, ReorderConfig, limits,
 };
 pub use decision::{
     CopyFate, CopyIndex, Corruption, DelayBreakdown, DropReason, LossCause, PacketId, Verdict,
