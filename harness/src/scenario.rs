@@ -783,7 +783,7 @@ pub fn parse(text: &str, origin: &str) -> Result<Loaded, Vec<ScenarioError>> {
 /// made specific where serde's wording misleads: an integer too large for
 /// its field is reported by serde as a float, and "NaN" / "inf" strings as
 /// a plain type error.
-fn explain(text: &str, e: &serde_json::Error) -> String {
+pub(crate) fn explain(text: &str, e: &serde_json::Error) -> String {
     let msg = strip_position(&e.to_string());
     let ranges: [(&str, i128, i128); 6] = [
         ("u64", 0, u64::MAX.into()),
@@ -1490,6 +1490,10 @@ pub mod limits {
     /// Memory a buffered frame costs the receiver, about, bytes (a map
     /// entry of sequence number and counters).
     pub const RECEIVER_BYTES_PER_FRAME: u64 = 64;
+    /// `inject.rules` at most: every rule is tried on every datagram.
+    pub const MAX_RULES: usize = 1_000;
+    /// `timeline` entries at most.
+    pub const MAX_TIMELINE_ENTRIES: usize = 10_000;
     /// `link-stats --packets` at most.
     pub const MAX_LINK_STATS_PACKETS: u64 = 100_000_000;
     /// How to raise a limit, appended to every limit message.
@@ -1527,6 +1531,20 @@ fn check_work(s: &Scenario, roles: &[Role], errs: &mut Vec<ScenarioError>) {
                 limits::RAISE
             ),
         ));
+    }
+    for (path, n, max) in [
+        ("$.inject.rules", s.inject.rules.len(), limits::MAX_RULES),
+        ("$.timeline", s.timeline.len(), limits::MAX_TIMELINE_ENTRIES),
+    ] {
+        if n > max {
+            errs.push(ScenarioError::at(
+                path,
+                format!(
+                    "{n} entries is more than the limit of {max}{}",
+                    limits::RAISE
+                ),
+            ));
+        }
     }
     let mut data = 0u64;
     for (i, r) in roles.iter().enumerate() {

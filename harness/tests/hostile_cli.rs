@@ -355,6 +355,17 @@ fn cases() -> Vec<Case> {
             ),
             &["$.hosts", "DATA datagrams", "limit of 10000000"],
         ),
+        validate(
+            "too_many_rules",
+            &with(
+                "/inject",
+                &format!(
+                    r#"{{"rules":[{}]}}"#,
+                    vec![r#"{"from":"server","to":"client","action":"drop"}"#; 1001].join(",")
+                ),
+            ),
+            &["$.inject.rules", "1001 entries", "limit of 1000"],
+        ),
         // Expectations `run` would reject.
         validate(
             "unknown_stat",

@@ -532,7 +532,7 @@ impl LinkDirection {
         if first.0 > ns(now) {
             return None;
         }
-        let (k, p) = self.queue.pop_first().expect("peeked above");
+        let (k, p) = self.queue.pop_first()?;
         Some(delivery(k, p))
     }
 
