@@ -30,7 +30,8 @@ pub struct Scenario {
     /// The seed every random choice of the run derives from.
     pub seed: u64,
     /// Simulated time bound. A run whose clients have not all finished by
-    /// then fails with a stall.
+    /// then fails with a stall. At most 24 h (see [`limits`]).
+    #[schemars(range(min = 1, max = 86_400_000))]
     pub duration_ms: u64,
     /// Stream parameters shared by every client and server (the
     /// out-of-band agreement ctsTraffic also relies on): merged into each
@@ -462,7 +463,8 @@ fn one() -> u8 {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Flood {
-    /// How many datagrams in all.
+    /// How many datagrams in all, 1 to 10 000.
+    #[schemars(range(min = 1, max = 10_000))]
     pub count: u32,
     /// How many distinct source tuples (ports 40000, 40001, … on the
     /// sending host's address), used round-robin.

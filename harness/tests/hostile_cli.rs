@@ -639,3 +639,20 @@ fn hostile_inputs_exit_2_quickly_with_the_place_and_the_cause() {
         failures.join("\n")
     );
 }
+
+#[test]
+fn the_schema_carries_the_ranges() {
+    let o = streamlab(&["schema".to_string()], None);
+    assert_eq!(o.code, Some(0), "{}", o.text);
+    let schema: Value = serde_json::from_str(&o.text).expect("schema is JSON");
+    let defs = &schema["$defs"];
+    assert_eq!(
+        defs["DelayConfig"]["properties"]["jitter_ms"]["maximum"],
+        2147.483
+    );
+    assert_eq!(
+        defs["RateConfig"]["properties"]["packet_overhead_bytes"]["minimum"],
+        -65535
+    );
+    assert_eq!(schema["properties"]["duration_ms"]["maximum"], 86_400_000);
+}
