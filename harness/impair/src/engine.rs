@@ -475,7 +475,7 @@ impl LinkDirection {
                 }
                 delay = delay.saturating_add(rate.tx_ns(bytes.len()));
             }
-            let tts = start.saturating_add(delay);
+            let tts = start.saturating_add(delay).min(MAX_NS);
             self.reorder_counter = self.reorder_counter.saturating_add(1);
             self.tail_ns = Some(self.tail_ns.map_or(tts, |t| t.max(tts)));
             let at_ns = tts.max(now_ns);
@@ -500,7 +500,9 @@ impl LinkDirection {
             ((now_ns, 0, packet, copy), b)
         };
         let at = SimTime::from_micros(ceil_div(key.0, 1000) as u64);
-        debug_assert_eq!(now.saturating_add(breakdown.total()), at);
+        // The breakdown adds up to the delivery time, except for copies
+        // clamped at the horizon.
+        debug_assert!(key.0 == MAX_NS || now.saturating_add(breakdown.total()) == at);
         self.queue.insert(
             key,
             Pending {
@@ -564,9 +566,10 @@ fn delivery(k: Key, p: Pending) -> Delivery {
     }
 }
 
-/// The engine's time horizon, ns (about 73 years): send times beyond it are
-/// treated as it, and delivery times saturate at `i64::MAX`.
-const MAX_NS: i64 = i64::MAX / 4;
+/// The engine's time horizon, ns (about 73 years, a whole number of µs):
+/// send times beyond it are treated as it, and delivery times saturate at
+/// it, so that every queued copy can still be polled at the horizon.
+const MAX_NS: i64 = i64::MAX / 4 / 1000 * 1000;
 
 fn ns(t: SimTime) -> i64 {
     i64::try_from(t.as_micros())
