@@ -307,7 +307,9 @@ impl<'a> Bytes<'a> {
     }
 }
 
-/// Seeded, deterministic mutations for the stable corpus test: byte flips,
+/// Seeded, deterministic inputs for the stable corpus test: documents
+/// generated from the scenario schema's shape ([`Mutator::generate`]), and
+/// mutations ([`Mutator::mutate`]): byte flips,
 /// truncation, chunk copies and deletions, dictionary tokens (huge and
 /// negative numbers, NaN strings, key names of the scenario schema), deep
 /// nesting, and, when the input is JSON, value swaps and replacements at
@@ -315,6 +317,7 @@ impl<'a> Bytes<'a> {
 pub struct Mutator {
     rng: ChaCha8Rng,
     dict: Vec<Vec<u8>>,
+    schema: serde_json::Value,
 }
 
 /// Values a JSON-aware mutation puts at a node.
@@ -379,7 +382,176 @@ impl Mutator {
         Mutator {
             rng: ChaCha8Rng::seed_from_u64(seed),
             dict,
+            schema,
         }
+    }
+
+    /// A document generated from the scenario schema's shape: a whole
+    /// scenario (`def` `None`) or one of its definitions (e.g.
+    /// `Some("LinkConfig")`). Required keys always, optional ones at
+    /// random; numbers from [`INTERESTING`], small values and the schema's
+    /// bounds ± 1; strings from a small pool of host names and frame, code
+    /// and error names, so that references resolve now and then.
+    pub fn generate(&mut self, def: Option<&str>) -> Vec<u8> {
+        let schema = std::mem::take(&mut self.schema);
+        let root = match def {
+            Some(d) => schema.pointer(&format!("/$defs/{d}")),
+            None => Some(&schema),
+        };
+        let v = root.map_or(serde_json::Value::Null, |r| self.gen_value(r, &schema, 0));
+        self.schema = schema;
+        serde_json::to_vec(&v).unwrap_or_default()
+    }
+
+    fn gen_value(
+        &mut self,
+        node: &serde_json::Value,
+        schema: &serde_json::Value,
+        depth: usize,
+    ) -> serde_json::Value {
+        use serde_json::Value;
+        if depth > 8 {
+            return Value::Null;
+        }
+        if let Some(r) = node.get("$ref").and_then(Value::as_str) {
+            return match r.strip_prefix('#').and_then(|p| schema.pointer(p)) {
+                Some(target) => self.gen_value(target, schema, depth + 1),
+                None => Value::Null,
+            };
+        }
+        for key in ["oneOf", "anyOf"] {
+            if let Some(Value::Array(alts)) = node.get(key) {
+                // Mostly the non-null alternatives.
+                let real: Vec<&Value> = alts
+                    .iter()
+                    .filter(|a| a.get("type") != Some(&Value::from("null")))
+                    .collect();
+                let pick = if !real.is_empty() && self.rng.random_bool(0.95) {
+                    Some(real[self.rng.random_range(0..real.len())])
+                } else {
+                    alts.get(self.rng.random_range(0..alts.len().max(1)))
+                };
+                return pick.map_or(Value::Null, |p| self.gen_value(p, schema, depth + 1));
+            }
+        }
+        if let Some(c) = node.get("const") {
+            return c.clone();
+        }
+        if let Some(Value::Array(e)) = node.get("enum") {
+            return e
+                .get(self.rng.random_range(0..e.len().max(1)))
+                .cloned()
+                .unwrap_or_default();
+        }
+        let ty = match node.get("type") {
+            Some(Value::String(t)) => t.clone(),
+            Some(Value::Array(ts)) => {
+                let real: Vec<&str> = ts
+                    .iter()
+                    .filter_map(Value::as_str)
+                    .filter(|t| *t != "null")
+                    .collect();
+                if real.is_empty() || self.rng.random_bool(0.05) {
+                    "null".into()
+                } else {
+                    real[self.rng.random_range(0..real.len())].to_string()
+                }
+            }
+            _ if node.get("properties").is_some() => "object".into(),
+            _ => return Value::Null,
+        };
+        match ty.as_str() {
+            "object" => {
+                let mut m = serde_json::Map::new();
+                let required: Vec<String> = node
+                    .get("required")
+                    .and_then(Value::as_array)
+                    .map(|r| {
+                        r.iter()
+                            .filter_map(|x| x.as_str().map(str::to_owned))
+                            .collect()
+                    })
+                    .unwrap_or_default();
+                if let Some(Value::Object(props)) = node.get("properties") {
+                    for (k, sub) in props {
+                        if required.contains(k) || self.rng.random_bool(0.4) {
+                            let v = self.gen_value(sub, schema, depth + 1);
+                            m.insert(k.clone(), v);
+                        }
+                    }
+                }
+                if let Some(extra) = node.get("additionalProperties").filter(|a| a.is_object()) {
+                    for _ in 0..self.rng.random_range(0..3) {
+                        let key = self.pick(&[
+                            "a",
+                            "b",
+                            "c",
+                            "frames_completed",
+                            "errors_sent.BUSY",
+                            "start_attempts",
+                            "max_pending",
+                            "frame_rate",
+                            "buffer_depth_s",
+                            "bits_per_second",
+                        ]);
+                        let v = self.gen_value(extra, schema, depth + 1);
+                        m.insert(key.to_string(), v);
+                    }
+                }
+                Value::Object(m)
+            }
+            "array" => {
+                let n = self.rng.random_range(0..4);
+                let items = node.get("items").unwrap_or(&Value::Null);
+                Value::Array(
+                    (0..n)
+                        .map(|_| self.gen_value(items, schema, depth + 1))
+                        .collect(),
+                )
+            }
+            "integer" | "number" => {
+                let bound = |k: &str| node.get(k).and_then(Value::as_f64);
+                let text = match self.rng.random_range(0..4) {
+                    0 => self.rng.random_range(0..6u32).to_string(),
+                    1 => {
+                        let which = if self.rng.random_bool(0.5) {
+                            "minimum"
+                        } else {
+                            "maximum"
+                        };
+                        let delta = [-1.0, 0.0, 1.0][self.rng.random_range(0..3)];
+                        bound(which).map_or_else(|| "1".into(), |b| (b + delta).to_string())
+                    }
+                    2 => self.rng.random_range(1..100_000u32).to_string(),
+                    // The numeric entries of INTERESTING.
+                    _ => INTERESTING[self.rng.random_range(0..29)].to_string(),
+                };
+                serde_json::from_str(&text).unwrap_or(Value::from(1))
+            }
+            "string" => Value::from(self.pick(&[
+                "a",
+                "b",
+                "c",
+                "x",
+                "START",
+                "DATA",
+                "ERROR",
+                "BUSY",
+                "7",
+                "UNKNOWN_99",
+                "handshake_timeout",
+                "peer_error:BUSY",
+                "01 02",
+                "",
+                "NaN",
+            ])),
+            "boolean" => Value::Bool(self.rng.random_bool(0.5)),
+            _ => Value::Null,
+        }
+    }
+
+    fn pick<'s>(&mut self, from: &[&'s str]) -> &'s str {
+        from[self.rng.random_range(0..from.len())]
     }
 
     /// One to four mutations of `input` (mostly one).

@@ -95,8 +95,19 @@ fn fuzz(target: &str, f: fn(&[u8]), budget: Option<Duration>) -> u64 {
             None if i >= mutations(target) => break,
             _ => {}
         }
-        let parent = &pool[(i as usize * 7919) % pool.len()];
-        let input = m.mutate(parent);
+        // Every third input of the JSON targets is generated from the
+        // schema's shape (half of those then mutated); the rest are mutants
+        // of the pool.
+        let generated = match target {
+            "scenario" if i % 3 == 0 => Some(m.generate(None)),
+            "link_config" if i % 3 == 0 => Some(m.generate(Some("LinkConfig"))),
+            _ => None,
+        };
+        let input = match generated {
+            Some(g) if i % 6 == 0 => g,
+            Some(g) => m.mutate(&g),
+            None => m.mutate(&pool[(i as usize * 7919) % pool.len()]),
+        };
         run_one(target, f, &input);
         // Keep some mutants as parents, so mutations stack up.
         if i % 16 == 0 && input.len() <= 1 << 16 {
