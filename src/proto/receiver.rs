@@ -151,3 +151,20 @@ impl Receiver {
         Render::More
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_deep_window_costs_nothing_until_frames_arrive() {
+        // 4 294 000 000 frames, all of them within a 3600 s buffer: the
+        // window once was preallocated (2^32 slots, 137 GB) and aborted.
+        let plan = StreamPlan::new(320_000_000_000, 1_000_000, 4294, 65_507).unwrap();
+        let mut r = Receiver::new(plan, 3600, SimTime::ZERO);
+        assert_eq!(r.ring_len, u32::MAX);
+        assert!(r.ring.is_empty());
+        let mut stats = InitiatorStats::default();
+        assert_eq!(r.render(&mut stats), Render::NoData);
+    }
+}
