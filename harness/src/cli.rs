@@ -98,7 +98,8 @@ pub enum Command {
     /// Push synthetic datagrams through one link direction and print the
     /// realized statistics as one JSON object.
     LinkStats {
-        /// The link JSON (the object a scenario uses for one direction), or `-` for stdin.
+        /// The link configuration (the object a scenario uses for one
+        /// direction): a file, `-` for stdin, or inline JSON (starting with `{`).
         link: String,
         /// Datagrams to send.
         #[arg(long, default_value_t = 100_000)]
@@ -118,17 +119,36 @@ pub enum Command {
 /// Every scenario file under `paths`, directories expanded (sorted, `*.json`).
 ///
 /// # Errors
-/// A path that does not exist or cannot be listed.
+/// A path that does not exist, cannot be listed or is not a regular file or
+/// directory, or no scenario file at all.
 pub fn expand(paths: &[PathBuf]) -> Result<Vec<PathBuf>, String> {
     let mut out = Vec::new();
     for p in paths {
-        if p.is_dir() {
+        let meta = std::fs::metadata(p)
+            .map_err(|e| format!("{}: {}", p.display(), crate::scenario::io_cause(&e)))?;
+        if meta.is_dir() {
+            let before = out.len();
             collect_json(p, 0, &mut out)?;
-        } else if p.is_file() {
+            if out.len() == before {
+                return Err(format!(
+                    "{}: no scenario files (*.json) in this directory or below",
+                    p.display()
+                ));
+            }
+        } else if meta.is_file() {
             out.push(p.clone());
         } else {
-            return Err(format!("{}: no such file or directory", p.display()));
+            return Err(format!(
+                "{}: {}",
+                p.display(),
+                crate::scenario::read_text(p)
+                    .err()
+                    .unwrap_or_else(|| "not a regular file".into())
+            ));
         }
+    }
+    if out.is_empty() {
+        return Err("no scenario files given".into());
     }
     Ok(out)
 }
@@ -146,17 +166,53 @@ fn collect_json(dir: &Path, depth: usize, out: &mut Vec<PathBuf>) -> Result<(), 
         ));
     }
     let mut entries: Vec<PathBuf> = std::fs::read_dir(dir)
-        .map_err(|e| format!("{}: cannot list: {e}", dir.display()))?
+        .map_err(|e| {
+            format!(
+                "{}: cannot list: {}",
+                dir.display(),
+                crate::scenario::io_cause(&e)
+            )
+        })?
         .filter_map(|e| e.ok().map(|e| e.path()))
         .collect();
     entries.sort();
     for f in entries {
         if f.is_dir() {
             collect_json(&f, depth + 1, out)?;
-        } else if f.extension().is_some_and(|x| x == "json") && f.is_file() {
+        } else if f.extension().is_some_and(|x| x == "json") {
+            // Anything that is not a directory (a broken link, a FIFO) is
+            // kept, so that loading it names the cause.
             out.push(f);
         }
     }
+    Ok(())
+}
+
+/// Creates `dir` (and parents) and proves it writable by creating and
+/// removing a probe file.
+///
+/// # Errors
+/// What prevents writing there.
+pub fn probe_writable(dir: &Path, what: &str) -> Result<(), String> {
+    let fail = |e: std::io::Error| {
+        format!(
+            "{what} {}: cannot write there: {}",
+            dir.display(),
+            crate::scenario::io_cause(&e)
+        )
+    };
+    if let Ok(m) = std::fs::metadata(dir)
+        && !m.is_dir()
+    {
+        return Err(format!(
+            "{what} {}: exists and is not a directory",
+            dir.display()
+        ));
+    }
+    std::fs::create_dir_all(dir).map_err(fail)?;
+    let probe = dir.join(format!(".streamlab-probe-{}", std::process::id()));
+    std::fs::write(&probe, b"").map_err(fail)?;
+    std::fs::remove_file(&probe).map_err(fail)?;
     Ok(())
 }
 
@@ -265,6 +321,18 @@ fn cmd_run(
     for b in &bad {
         for e in &b.errors {
             eprintln!("error: {e}");
+        }
+    }
+    // Output folders are checked before the first run: a run whose report
+    // cannot be written must not print PASS.
+    let mut outputs = vec![(reports_dir, "--reports")];
+    if let Some(c) = &opts.captures {
+        outputs.push((c.as_path(), "--captures"));
+    }
+    for (dir, what) in outputs {
+        if let Err(e) = probe_writable(dir, what) {
+            eprintln!("streamlab: {e}");
+            return ExitCode::from(2);
         }
     }
     let jobs = jobs
@@ -426,23 +494,7 @@ fn cmd_list(paths: &[PathBuf]) -> ExitCode {
 }
 
 fn cmd_link_stats(link: &str, packets: u64, seed: u64, interval_us: u64, size: usize) -> ExitCode {
-    let text = if link == "-" {
-        let mut s = String::new();
-        if let Err(e) = std::io::stdin().read_to_string(&mut s) {
-            eprintln!("streamlab: reading stdin: {e}");
-            return ExitCode::from(2);
-        }
-        s
-    } else {
-        match std::fs::read_to_string(link) {
-            Ok(s) => s,
-            Err(e) => {
-                eprintln!("streamlab: {link}: {e}");
-                return ExitCode::from(2);
-            }
-        }
-    };
-    match crate::linkstats::link_stats_json(&text, link, packets, seed, interval_us, size) {
+    match link_stats_text(link, packets, seed, interval_us, size) {
         Ok(json) => {
             say!("{json}");
             ExitCode::SUCCESS
@@ -453,3 +505,50 @@ fn cmd_link_stats(link: &str, packets: u64, seed: u64, interval_us: u64, size: u
         }
     }
 }
+
+/// `link-stats`: `link` is a file path, `-` (stdin) or inline JSON (text
+/// starting with `{`).
+fn link_stats_text(
+    link: &str,
+    packets: u64,
+    seed: u64,
+    interval_us: u64,
+    size: usize,
+) -> Result<String, String> {
+    use crate::scenario::limits;
+    if packets == 0 || packets > limits::MAX_LINK_STATS_PACKETS {
+        return Err(format!(
+            "streamlab: --packets {packets}: give 1 to {}{}",
+            limits::MAX_LINK_STATS_PACKETS,
+            limits::RAISE
+        ));
+    }
+    if interval_us > MAX_LINK_STATS_INTERVAL_US {
+        return Err(format!(
+            "streamlab: --interval-us {interval_us}: give 0 to {MAX_LINK_STATS_INTERVAL_US} (one hour)"
+        ));
+    }
+    let (text, origin) = if link == "-" {
+        let mut bytes = Vec::new();
+        std::io::stdin()
+            .take(crate::scenario::MAX_FILE_BYTES + 1)
+            .read_to_end(&mut bytes)
+            .map_err(|e| format!("streamlab: reading stdin: {e}"))?;
+        if bytes.len() as u64 > crate::scenario::MAX_FILE_BYTES {
+            return Err("streamlab: stdin: more than the 16 MiB limit of an input".into());
+        }
+        let text =
+            crate::scenario::decode_text(bytes).map_err(|e| format!("streamlab: stdin: {e}"))?;
+        (text, "stdin".to_string())
+    } else if link.trim_start().starts_with('{') {
+        (link.to_string(), "(inline JSON)".to_string())
+    } else {
+        let text = crate::scenario::read_text(Path::new(link))
+            .map_err(|e| format!("streamlab: {link}: {e}"))?;
+        (text, link.to_string())
+    };
+    crate::linkstats::link_stats_json(&text, &origin, packets, seed, interval_us, size)
+}
+
+/// `link-stats --interval-us` at most (one hour).
+const MAX_LINK_STATS_INTERVAL_US: u64 = 3_600_000_000;

@@ -22,7 +22,18 @@ pub fn link_stats_json(
     interval_us: u64,
     size: usize,
 ) -> Result<String, String> {
-    let config = LinkConfig::from_json(text, "").map_err(|e| format!("{origin}: {e}"))?;
+    let config = LinkConfig::from_json(text, "").map_err(|e| {
+        let at = if e.source.line() == 0 {
+            String::new()
+        } else {
+            format!(":{}:{}", e.source.line(), e.source.column())
+        };
+        format!(
+            "{origin}{at}: {}: {}",
+            e.path,
+            crate::scenario::explain(text, &e.source)
+        )
+    })?;
     if let Err(errs) = config.validate("") {
         return Err(errs
             .iter()

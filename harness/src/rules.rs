@@ -6,6 +6,9 @@ use streamlab_core::time::SimTime;
 
 use crate::scenario::{RewriteRule, RuleAction, parse_hex};
 
+/// Most extra copies one `duplicate` rule makes of a datagram.
+pub(crate) const MAX_RULE_DUPLICATES: u32 = 16;
+
 /// What the rules did to one datagram.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub(crate) struct Applied {
@@ -97,7 +100,7 @@ impl RuleSet {
             if m.from_ms.is_some_and(|f| ms < f) || m.until_ms.is_some_and(|u| ms >= u) {
                 continue;
             }
-            c.matched += 1;
+            c.matched = c.matched.saturating_add(1);
             if let Some(nth) = m.nth {
                 let count = m.count.unwrap_or(1);
                 if c.matched < nth || c.matched >= nth.saturating_add(count) {
@@ -146,7 +149,9 @@ impl RuleSet {
                     break;
                 }
                 RuleAction::Duplicate(n) => {
-                    out.duplicates.extend((0..*n).map(|_| c.label.clone()));
+                    // Validation allows 1..=16; never more, whatever the rule.
+                    let n = (*n).min(MAX_RULE_DUPLICATES);
+                    out.duplicates.extend((0..n).map(|_| c.label.clone()));
                     out.notes
                         .push(format!("rule {}: {n} extra copies of {what}", c.label));
                     continue;

@@ -36,7 +36,8 @@ pub struct Scenario {
     /// The seed every random choice of the run derives from.
     pub seed: u64,
     /// Simulated time bound. A run whose clients have not all finished by
-    /// then fails with a stall.
+    /// then fails with a stall. At most 24 h (see [`limits`]).
+    #[schemars(range(min = 1, max = 86_400_000))]
     pub duration_ms: u64,
     /// The protocol under test, by its registered name (`streamlab
     /// protocols` lists them), e.g. `mediastream`.
@@ -330,7 +331,8 @@ pub struct RewriteRule {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Flood {
-    /// How many datagrams in all.
+    /// How many datagrams in all, 1 to 10 000.
+    #[schemars(range(min = 1, max = 10_000))]
     pub count: u32,
     /// How many distinct source tuples (ports 40000, 40001, … on the
     /// sending host's address), used round-robin.
@@ -633,13 +635,29 @@ pub fn parse(text: &str, origin: &str) -> Result<Loaded, Vec<ScenarioError>> {
             format!("{origin}:{}:{}: ", e.line(), e.column())
         }
     };
-    let value: serde_json::Value = serde_json::from_str(text).map_err(|e| {
-        vec![ScenarioError {
-            location: located(&e),
-            path: "$".into(),
-            message: e.to_string(),
-        }]
-    })?;
+    // The typed parse first: its errors carry the JSON path.
+    let mut de = serde_json::Deserializer::from_str(text);
+    let typed: Result<Scenario, _> = serde_path_to_error::deserialize(&mut de);
+    let typed = typed.map_err(|e| {
+        let path = json_path(e.path());
+        (path, e.into_inner())
+    });
+    let value: serde_json::Value = match serde_json::from_str(text) {
+        Ok(v) => v,
+        Err(e) => {
+            // A syntax error (or a number JSON cannot hold): name the path
+            // when the typed parse failed at the same place.
+            let path = match &typed {
+                Err((p, t)) if (t.line(), t.column()) == (e.line(), e.column()) => p.clone(),
+                _ => "$".into(),
+            };
+            return Err(vec![ScenarioError {
+                location: located(&e),
+                path,
+                message: explain(text, &e),
+            }]);
+        }
+    };
     if !value.is_object() {
         let found = match value {
             serde_json::Value::Array(_) => "an array",
@@ -654,14 +672,11 @@ pub fn parse(text: &str, origin: &str) -> Result<Loaded, Vec<ScenarioError>> {
             message: format!("invalid type: a scenario is a JSON object, found {found}"),
         }]);
     }
-    let mut de = serde_json::Deserializer::from_str(text);
-    let scenario: Scenario = serde_path_to_error::deserialize(&mut de).map_err(|e| {
-        let path = json_path(e.path());
-        let inner = e.into_inner();
+    let scenario = typed.map_err(|(path, inner)| {
         vec![ScenarioError {
             location: located(&inner),
             path,
-            message: strip_position(&inner.to_string()),
+            message: explain(text, &inner),
         }]
     })?;
     let c = validate(&scenario).map_err(|mut errs| {
@@ -680,13 +695,171 @@ pub fn parse(text: &str, origin: &str) -> Result<Loaded, Vec<ScenarioError>> {
     })
 }
 
+/// serde_json's message, without its position (the location carries it),
+/// made specific where serde's wording misleads: an integer too large for
+/// its field is reported by serde as a float, and "NaN" / "inf" strings as
+/// a plain type error.
+pub(crate) fn explain(text: &str, e: &serde_json::Error) -> String {
+    let msg = strip_position(&e.to_string());
+    let ranges: [(&str, i128, i128); 6] = [
+        ("u64", 0, u64::MAX.into()),
+        ("u32", 0, u32::MAX.into()),
+        ("u16", 0, u16::MAX.into()),
+        ("u8", 0, u8::MAX.into()),
+        ("usize", 0, u64::MAX.into()),
+        ("i64", i64::MIN.into(), i64::MAX.into()),
+    ];
+    let expected_int = ranges
+        .iter()
+        .find(|(t, _, _)| msg.ends_with(&format!("expected {t}")));
+    if let Some((ty, lo, hi)) = expected_int
+        && (msg.starts_with("invalid type: floating point")
+            || msg.starts_with("invalid value: integer"))
+        && let Some(tok) = token_before(text, e.line(), e.column())
+    {
+        let integer = tok.strip_prefix('-').unwrap_or(&tok);
+        if !integer.is_empty() && integer.bytes().all(|b| b.is_ascii_digit()) {
+            return format!("integer {tok} is out of range for {ty} ({lo} to {hi})");
+        }
+        if msg.starts_with("invalid type: floating point") {
+            return format!("{tok} is not an integer: {ty} takes whole numbers {lo} to {hi}");
+        }
+    }
+    if msg == "number out of range" {
+        let tok = token_before(text, e.line(), e.column()).unwrap_or_default();
+        return format!(
+            "number {tok} is out of range: JSON numbers here must be finite (at most about 1.8e308)"
+        );
+    }
+    for word in [
+        "\"NaN\"",
+        "\"nan\"",
+        "\"inf\"",
+        "\"-inf\"",
+        "\"Infinity\"",
+        "\"-Infinity\"",
+        "\"infinity\"",
+    ] {
+        if msg.starts_with(&format!("invalid type: string {word}")) {
+            return format!(
+                "{msg}: a number is needed here, and JSON has no NaN or infinity; give a finite number"
+            );
+        }
+    }
+    msg
+}
+
+/// The number-like token ending at (1-based) `line`, `column` of `text`.
+fn token_before(text: &str, line: usize, column: usize) -> Option<String> {
+    let l = text.lines().nth(line.checked_sub(1)?)?;
+    let upto: String = l.chars().take(column).collect();
+    let tok: String = upto
+        .chars()
+        .rev()
+        .take_while(|c| c.is_ascii_digit() || matches!(c, '-' | '+' | '.' | 'e' | 'E'))
+        .collect::<Vec<_>>()
+        .into_iter()
+        .rev()
+        .collect();
+    (!tok.is_empty()).then_some(tok)
+}
+
+/// Largest scenario or link file read, bytes (16 MiB).
+pub const MAX_FILE_BYTES: u64 = 16 << 20;
+
+/// Read a UTF-8 text file, with a message naming the real cause when it
+/// cannot be: missing, a directory or other non-regular file (never opened,
+/// so a FIFO cannot block), a symlink loop, permission denied, too large, a
+/// byte order mark, invalid UTF-8 (with the byte offset).
+///
+/// # Errors
+/// The cause, without the file name.
+pub fn read_text(path: &Path) -> Result<String, String> {
+    let meta = std::fs::metadata(path).map_err(|e| io_cause(&e))?;
+    if meta.is_dir() {
+        return Err("is a directory; a file is needed here".into());
+    }
+    if !meta.is_file() {
+        return Err(format!(
+            "not a regular file ({}); a file is needed here",
+            file_kind(&meta)
+        ));
+    }
+    if meta.len() > MAX_FILE_BYTES {
+        return Err(format!(
+            "{} bytes is more than the {MAX_FILE_BYTES}-byte limit of an input file",
+            meta.len()
+        ));
+    }
+    let bytes = std::fs::read(path).map_err(|e| io_cause(&e))?;
+    decode_text(bytes)
+}
+
+/// Bytes to text: refuses a UTF-8 byte order mark and invalid UTF-8 (with
+/// the byte offset).
+///
+/// # Errors
+/// What is wrong with the bytes.
+pub fn decode_text(bytes: Vec<u8>) -> Result<String, String> {
+    if bytes.starts_with(&[0xEF, 0xBB, 0xBF]) {
+        return Err(
+            "starts with a UTF-8 byte order mark (bytes EF BB BF), which JSON does not allow; save the file as \
+             UTF-8 without BOM"
+                .into(),
+        );
+    }
+    String::from_utf8(bytes).map_err(|e| {
+        let off = e.utf8_error().valid_up_to();
+        let byte = e.as_bytes().get(off).copied().unwrap_or(0);
+        format!("invalid UTF-8 at byte offset {off} (byte 0x{byte:02X}); JSON text must be UTF-8")
+    })
+}
+
+/// An I/O error's cause in words.
+pub fn io_cause(e: &std::io::Error) -> String {
+    use std::io::ErrorKind;
+    // ELOOP on Linux and the BSDs / macOS.
+    if matches!(e.raw_os_error(), Some(40) | Some(62)) && cfg!(unix) {
+        return "too many levels of symbolic links (a symlink loop)".into();
+    }
+    match e.kind() {
+        ErrorKind::NotFound => "no such file or directory".into(),
+        ErrorKind::PermissionDenied => "permission denied".into(),
+        ErrorKind::IsADirectory => "is a directory; a file is needed here".into(),
+        ErrorKind::NotADirectory => "a path component is not a directory".into(),
+        _ => e.to_string(),
+    }
+}
+
+fn file_kind(meta: &std::fs::Metadata) -> &'static str {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::FileTypeExt;
+        let t = meta.file_type();
+        if t.is_char_device() {
+            return "a character device";
+        }
+        if t.is_block_device() {
+            return "a block device";
+        }
+        if t.is_fifo() {
+            return "a FIFO";
+        }
+        if t.is_socket() {
+            return "a socket";
+        }
+    }
+    let _ = meta;
+    "a special file"
+}
+
 /// Read, parse and validate a scenario file.
 ///
 /// # Errors
 /// As [`parse`], plus an unreadable file.
 pub fn load(path: &Path) -> Result<Loaded, Vec<ScenarioError>> {
     let origin = path.display().to_string();
-    let text = std::fs::read_to_string(path).map_err(|e| {
+    let text = read_text(path).map_err(|e| {
         vec![ScenarioError {
             location: format!("{origin}: "),
             path: "$".into(),
@@ -766,6 +939,17 @@ fn validate(s: &Scenario) -> Result<Compiled, Vec<ScenarioError>> {
     }
     if s.duration_ms == 0 {
         errs.push(ScenarioError::at("$.duration_ms", "must be > 0"));
+    }
+    if s.duration_ms > limits::MAX_DURATION_MS {
+        errs.push(ScenarioError::at(
+            "$.duration_ms",
+            format!(
+                "{} ms is more than the limit of {} ms (24 h simulated){}",
+                s.duration_ms,
+                limits::MAX_DURATION_MS,
+                limits::RAISE
+            ),
+        ));
     }
     if s.hosts.is_empty() {
         errs.push(ScenarioError::at("$.hosts", "at least one host is needed"));
@@ -1203,7 +1387,8 @@ fn validate(s: &Scenario) -> Result<Compiled, Vec<ScenarioError>> {
                 errs.push(ScenarioError::at(
                     format!("{p}.error"),
                     format!(
-                        "{e:?} is no outcome name of a {role}; names are: {}",
+                        "unknown error name {e:?} for a {} {role}; give one of: {}",
+                        protocol.name(),
                         names.join(", ")
                     ),
                 ));
@@ -1214,11 +1399,16 @@ fn validate(s: &Scenario) -> Result<Compiled, Vec<ScenarioError>> {
         }
         let stat_names = protocol.stat_names(&role);
         for (path, bound) in &he.stats {
-            if !stat_names.iter().any(|n| name_matches(n, path)) {
+            if role.is_empty() {
+                errs.push(ScenarioError::at(
+                    format!("{p}.stats.{path}"),
+                    format!("host {name:?} runs no protocol code and has no stats"),
+                ));
+            } else if !stat_names.iter().any(|n| name_matches(n, path)) {
                 errs.push(ScenarioError::at(
                     format!("{p}.stats.{path}"),
                     format!(
-                        "a {} {role} has no stat {path:?}; stats are: {}",
+                        "no stat named {path:?} for a {} {role}; stats are: {}",
                         protocol.name(),
                         stat_names.join(", ")
                     ),
@@ -1239,15 +1429,13 @@ fn validate(s: &Scenario) -> Result<Compiled, Vec<ScenarioError>> {
         }
         check_kind(protocol, &f.kind, format!("{p}.kind"), &mut errs);
         if let Some(c) = &f.code {
-            let known = protocol
-                .codes()
-                .iter()
-                .any(|(n, name)| name == c || n.to_string() == *c);
+            let known = protocol.codes().iter().any(|(_, name)| name == c)
+                || c.parse::<u32>().is_ok_and(|n| n.to_string() == *c);
             if !known {
                 errs.push(ScenarioError::at(
                     format!("{p}.code"),
                     format!(
-                        "{c:?} is no {} code; codes: {}",
+                        "unknown error code {c:?} of {}; give a number or a name: {}",
                         protocol.name(),
                         protocol
                             .codes()
@@ -1305,6 +1493,7 @@ fn validate(s: &Scenario) -> Result<Compiled, Vec<ScenarioError>> {
             }
         }
     }
+    check_work(s, &mut errs);
     match plan {
         Some(plan) if errs.is_empty() => Ok(Compiled {
             protocol,
@@ -1338,5 +1527,76 @@ fn check_kind(protocol: &dyn Protocol, kind: &str, path: String, errs: &mut Vec<
                 protocol.kinds().join(", ")
             ),
         ));
+    }
+}
+
+/// Bounds on the work a scenario may imply, checked by validation so that a
+/// run's time and memory stay sane whatever the file says (documented in
+/// `scenarios/README.md`). They are constants: raise one here and rebuild
+/// when a scenario truly needs more.
+pub mod limits {
+    /// Longest simulated run, ms (24 h).
+    pub const MAX_DURATION_MS: u64 = 86_400_000;
+    /// `duration_ms` × number of hosts, ms (ten host-days): the simulator
+    /// steps every host every 1 ms tick.
+    pub const MAX_HOST_MS: u64 = 864_000_000;
+    /// Datagrams injected by `inject.datagrams` in all (a flood counts
+    /// `count`, any other entry 1).
+    pub const MAX_INJECTED_DATAGRAMS: u64 = 100_000;
+    /// `inject.rules` at most: every rule is tried on every datagram.
+    pub const MAX_RULES: usize = 1_000;
+    /// `timeline` entries at most.
+    pub const MAX_TIMELINE_ENTRIES: usize = 10_000;
+    /// `link-stats --packets` at most.
+    pub const MAX_LINK_STATS_PACKETS: u64 = 100_000_000;
+    /// How to raise a limit, appended to every limit message.
+    pub(crate) const RAISE: &str =
+        "; the limits are in harness/src/scenario.rs (scenario::limits), see scenarios/README.md";
+}
+
+/// Refuses scenarios whose implied work exceeds [`limits`].
+fn check_work(s: &Scenario, errs: &mut Vec<ScenarioError>) {
+    let host_ms = s.duration_ms.saturating_mul(s.hosts.len() as u64);
+    if s.duration_ms <= limits::MAX_DURATION_MS && host_ms > limits::MAX_HOST_MS {
+        errs.push(ScenarioError::at(
+            "$.duration_ms",
+            format!(
+                "{} ms × {} hosts = {host_ms} host-ms is more than the limit of {} host-ms{}",
+                s.duration_ms,
+                s.hosts.len(),
+                limits::MAX_HOST_MS,
+                limits::RAISE
+            ),
+        ));
+    }
+    let injected: u64 = s
+        .inject
+        .datagrams
+        .iter()
+        .map(|d| d.flood.as_ref().map_or(1, |f| u64::from(f.count)))
+        .fold(0, u64::saturating_add);
+    if injected > limits::MAX_INJECTED_DATAGRAMS {
+        errs.push(ScenarioError::at(
+            "$.inject.datagrams",
+            format!(
+                "{injected} datagrams in all (floods count `count`) is more than the limit of {}{}",
+                limits::MAX_INJECTED_DATAGRAMS,
+                limits::RAISE
+            ),
+        ));
+    }
+    for (path, n, max) in [
+        ("$.inject.rules", s.inject.rules.len(), limits::MAX_RULES),
+        ("$.timeline", s.timeline.len(), limits::MAX_TIMELINE_ENTRIES),
+    ] {
+        if n > max {
+            errs.push(ScenarioError::at(
+                path,
+                format!(
+                    "{n} entries is more than the limit of {max}{}",
+                    limits::RAISE
+                ),
+            ));
+        }
     }
 }

@@ -352,7 +352,7 @@ impl TsharkQuery {
     }
 }
 
-fn parse_row(line: &str, extra: usize) -> Result<Row, TsharkError> {
+pub(crate) fn parse_row(line: &str, extra: usize) -> Result<Row, TsharkError> {
     let cols: Vec<&str> = line.split('\t').collect();
     let perr = |reason: String| TsharkError::Parse {
         line: line.to_owned(),

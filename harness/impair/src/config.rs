@@ -48,13 +48,15 @@ pub struct LinkConfig {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rate: Option<RateConfig>,
     /// Tail-drop limit of the link queue, packets (netem `limit`, default
-    /// 1000).
+    /// 1000), 1 to 1 000 000.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 1_000_000))]
     pub queue_limit_packets: Option<u32>,
     /// Largest IP packet the link carries, bytes. A datagram of `n` payload
     /// bytes is `n + 28` bytes on the wire (IPv4 + UDP headers); larger ones
-    /// are dropped. No limit when absent.
+    /// are dropped. No limit when absent; 1 to 65 535.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 65_535))]
     pub mtu_bytes: Option<u32>,
 }
 
@@ -63,11 +65,13 @@ pub struct LinkConfig {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct DelayConfig {
-    /// Base (mean) delay, ms. Resolution 1 µs.
+    /// Base (mean) delay, ms, 0 to 3 600 000 (one hour). Resolution 1 µs.
+    #[schemars(range(min = 0, max = 3_600_000))]
     pub base_ms: f64,
     /// Jitter, ms: the half-width for `uniform`, σ for the tables. At most
     /// 2147.483 ms (the kernel caps jitter at `INT_MAX` ns). Resolution 1 µs.
     #[serde(default)]
+    #[schemars(range(min = 0, max = 2147.483))]
     pub jitter_ms: f64,
     /// Jitter distribution (default `uniform`, as netem).
     #[serde(default)]
@@ -109,6 +113,7 @@ pub enum LossConfig {
     /// i.i.d. loss: `{"model":"random","probability":0.01}`.
     Random {
         /// Loss probability per packet.
+        #[schemars(range(min = 0, max = 1))]
         probability: f64,
     },
     /// Gilbert–Elliott exactly as netem's `loss gemodel p r 1-h 1-k`:
@@ -116,15 +121,19 @@ pub enum LossConfig {
     /// Defaults: `r = 1 − p`, `one_minus_h = 1`, `one_minus_k = 0`.
     GilbertElliott {
         /// Good → Bad transition probability.
+        #[schemars(range(min = 0, max = 1))]
         p: f64,
         /// Bad → Good transition probability (default `1 − p`).
         #[serde(default, skip_serializing_if = "Option::is_none")]
+        #[schemars(range(min = 0, max = 1))]
         r: Option<f64>,
         /// Loss probability in Bad (default 1).
         #[serde(default, skip_serializing_if = "Option::is_none")]
+        #[schemars(range(min = 0, max = 1))]
         one_minus_h: Option<f64>,
         /// Loss probability in Good (default 0).
         #[serde(default, skip_serializing_if = "Option::is_none")]
+        #[schemars(range(min = 0, max = 1))]
         one_minus_k: Option<f64>,
     },
     /// 4-state Markov model exactly as netem's `loss state p13 p31 p32 p23 p14`:
@@ -133,18 +142,23 @@ pub enum LossConfig {
     /// (Bernoulli(p13)).
     FourState {
         /// Gap → burst-loss.
+        #[schemars(range(min = 0, max = 1))]
         p13: f64,
         /// Burst-loss → gap (default `1 − p13`).
         #[serde(default, skip_serializing_if = "Option::is_none")]
+        #[schemars(range(min = 0, max = 1))]
         p31: Option<f64>,
         /// Burst-loss → burst-received (default 0).
         #[serde(default, skip_serializing_if = "Option::is_none")]
+        #[schemars(range(min = 0, max = 1))]
         p32: Option<f64>,
         /// Burst-received → burst-loss (default 1).
         #[serde(default, skip_serializing_if = "Option::is_none")]
+        #[schemars(range(min = 0, max = 1))]
         p23: Option<f64>,
         /// Gap → isolated loss (default 0).
         #[serde(default, skip_serializing_if = "Option::is_none")]
+        #[schemars(range(min = 0, max = 1))]
         p14: Option<f64>,
     },
     /// Bursty loss by mean rate and mean burst length, mapped onto a simple
@@ -153,8 +167,10 @@ pub enum LossConfig {
     /// `{"model":"burst","loss_rate":0.02,"mean_burst_len":3.0}`.
     Burst {
         /// Long-run fraction of packets lost, in `[0, 1)`.
+        #[schemars(range(min = 0, max = 1))]
         loss_rate: f64,
-        /// Mean number of consecutive losses, ≥ 1.
+        /// Mean number of consecutive losses, 1 to 1 000 000.
+        #[schemars(range(min = 1, max = 1_000_000))]
         mean_burst_len: f64,
     },
     /// netem's correlated random loss `loss P C`, reproducing the kernel's
@@ -163,8 +179,10 @@ pub enum LossConfig {
     /// [`LinkConfig::warnings`] states the effective rate.
     NetemCompat {
         /// Configured loss probability.
+        #[schemars(range(min = 0, max = 1))]
         probability: f64,
         /// Configured correlation.
+        #[schemars(range(min = 0, max = 1))]
         correlation: f64,
     },
 }
@@ -174,6 +192,7 @@ pub enum LossConfig {
 #[serde(deny_unknown_fields)]
 pub struct DuplicateConfig {
     /// Probability that a packet is sent twice.
+    #[schemars(range(min = 0, max = 1))]
     pub probability: f64,
 }
 
@@ -182,6 +201,7 @@ pub struct DuplicateConfig {
 #[serde(deny_unknown_fields)]
 pub struct CorruptConfig {
     /// Probability that a copy gets one bit flipped.
+    #[schemars(range(min = 0, max = 1))]
     pub probability: f64,
     /// Whether the receiver's UDP checksum catches it (default `checksum`).
     #[serde(default)]
@@ -204,9 +224,12 @@ pub enum CorruptMode {
 #[serde(deny_unknown_fields)]
 pub struct ReorderConfig {
     /// Probability that an eligible packet skips the delay.
+    #[schemars(range(min = 0, max = 1))]
     pub probability: f64,
-    /// Only every `gap`-th packet is eligible (default 1, as netem).
+    /// Only every `gap`-th packet is eligible (default 1, as netem), 1 to
+    /// 1 000 000.
     #[serde(default = "default_gap")]
+    #[schemars(range(min = 1, max = 1_000_000))]
     pub gap: u32,
 }
 
@@ -218,18 +241,23 @@ fn default_gap() -> u32 {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RateConfig {
-    /// Link rate, bytes per second.
+    /// Link rate, bytes per second, 1 to 10^12 (8 Tbit/s).
+    #[schemars(range(min = 1, max = 1_000_000_000_000u64))]
     pub bytes_per_second: u64,
     /// Bytes added to each payload before computing its transmit time
-    /// (default 28: IPv4 + UDP headers). May be negative.
+    /// (default 28: IPv4 + UDP headers). May be negative: −65 535 to 65 535.
     #[serde(default = "default_overhead")]
+    #[schemars(range(min = -65_535, max = 65_535))]
     pub packet_overhead_bytes: i64,
     /// Optional cell size (e.g. 48 for ATM): length is rounded up to whole
-    /// cells.
+    /// cells. 1 to 65 535.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 65_535))]
     pub cell_size_bytes: Option<u32>,
-    /// Overhead per cell (e.g. 5 for ATM), used with `cell_size_bytes`.
+    /// Overhead per cell (e.g. 5 for ATM), used with `cell_size_bytes`,
+    /// −65 535 to 65 535.
     #[serde(default, skip_serializing_if = "is_zero")]
+    #[schemars(range(min = -65_535, max = 65_535))]
     pub cell_overhead_bytes: i64,
 }
 
@@ -353,14 +381,68 @@ impl Preset {
 /// netem's default queue limit, packets.
 pub const DEFAULT_QUEUE_LIMIT: u32 = 1000;
 
-/// The kernel caps jitter at `INT_MAX` ns.
-const MAX_JITTER_NS: f64 = i32::MAX as f64;
+/// The validated range of every numeric knob. Within these ranges the
+/// engine's arithmetic (nanosecond times in `i64`, jitter in `i32` as the
+/// kernel's, transmit times in `u128`) cannot overflow; the JSON Schema
+/// carries the same bounds. Probabilities are always `[0, 1]`.
+pub mod limits {
+    /// `delay.base_ms`: 0 to one hour.
+    pub const MAX_BASE_MS: f64 = 3_600_000.0;
+    /// `delay.jitter_ms`: 0 to 2147.483 ms (the kernel caps jitter at
+    /// `INT_MAX` ns; the engine keeps µs resolution).
+    pub const MAX_JITTER_MS: f64 = 2147.483;
+    /// `loss.burst.mean_burst_len`: 1 to this many packets.
+    pub const MAX_MEAN_BURST_LEN: f64 = 1_000_000.0;
+    /// `reorder.gap`: 1 to this.
+    pub const MAX_REORDER_GAP: u64 = 1_000_000;
+    /// `rate.bytes_per_second`: 1 to 10^12 (8 Tbit/s).
+    pub const MAX_BYTES_PER_SECOND: u64 = 1_000_000_000_000;
+    /// `rate.packet_overhead_bytes` and `rate.cell_overhead_bytes`: within
+    /// ± this.
+    pub const MAX_OVERHEAD_BYTES: i64 = 65_535;
+    /// `rate.cell_size_bytes`: 1 to this.
+    pub const MAX_CELL_SIZE_BYTES: u64 = 65_535;
+    /// `queue_limit_packets`: 1 to this.
+    pub const MAX_QUEUE_LIMIT_PACKETS: u64 = 1_000_000;
+    /// `mtu_bytes`: 1 to this.
+    pub const MAX_MTU_BYTES: u64 = 65_535;
+}
 
 fn join(path: &str, field: &str) -> String {
     if path.is_empty() {
         field.to_string()
     } else {
         format!("{path}.{field}")
+    }
+}
+
+/// A finite f64 within `[min, max]`; `false` (with an error pushed) if not.
+fn check_f64(errs: &mut Vec<ConfigError>, path: String, value: f64, min: f64, max: f64) -> bool {
+    if !value.is_finite() {
+        errs.push(ConfigError::NotFinite { path, value });
+        false
+    } else if !(min..=max).contains(&value) {
+        errs.push(ConfigError::OutOfRange {
+            path,
+            value: value.to_string(),
+            min: min.to_string(),
+            max: max.to_string(),
+        });
+        false
+    } else {
+        true
+    }
+}
+
+/// An integer within `[min, max]`.
+fn check_int(errs: &mut Vec<ConfigError>, path: String, value: i128, min: i128, max: i128) {
+    if !(min..=max).contains(&value) {
+        errs.push(ConfigError::OutOfRange {
+            path,
+            value: value.to_string(),
+            min: min.to_string(),
+            max: max.to_string(),
+        });
     }
 }
 
@@ -427,26 +509,20 @@ impl LinkConfig {
         let mut errs = Vec::new();
         if let Some(d) = &c.delay {
             let p = join(path, "delay");
-            for (field, v) in [("base_ms", d.base_ms), ("jitter_ms", d.jitter_ms)] {
-                let fp = join(&p, field);
-                if !v.is_finite() {
-                    errs.push(ConfigError::NotFinite { path: fp, value: v });
-                } else if v < 0.0 {
-                    errs.push(ConfigError::NegativeDelay { path: fp, value: v });
-                }
-            }
-            if d.jitter_ms.is_finite() && (d.jitter_ms * 1e6).round() > MAX_JITTER_NS {
-                errs.push(ConfigError::JitterTooLarge {
-                    path: join(&p, "jitter_ms"),
-                    value: d.jitter_ms,
-                });
-            }
-            if d.base_ms.is_finite() && d.base_ms * 1e6 > i64::MAX as f64 / 4.0 {
-                errs.push(ConfigError::DelayTooLarge {
-                    path: join(&p, "base_ms"),
-                    value: d.base_ms,
-                });
-            }
+            check_f64(
+                &mut errs,
+                join(&p, "base_ms"),
+                d.base_ms,
+                0.0,
+                limits::MAX_BASE_MS,
+            );
+            check_f64(
+                &mut errs,
+                join(&p, "jitter_ms"),
+                d.jitter_ms,
+                0.0,
+                limits::MAX_JITTER_MS,
+            );
         }
         if let Some(l) = &c.loss {
             let p = join(path, "loss");
@@ -517,16 +593,13 @@ impl LinkConfig {
                             path: lp,
                             value: loss_rate,
                         });
-                    } else if !mean_burst_len.is_finite() {
-                        errs.push(ConfigError::NotFinite {
-                            path: bp,
-                            value: mean_burst_len,
-                        });
-                    } else if mean_burst_len < 1.0 {
-                        errs.push(ConfigError::BurstTooShort {
-                            path: bp,
-                            value: mean_burst_len,
-                        });
+                    } else if !check_f64(
+                        &mut errs,
+                        bp,
+                        mean_burst_len,
+                        1.0,
+                        limits::MAX_MEAN_BURST_LEN,
+                    ) {
                     } else {
                         let max = mean_burst_len / (1.0 + mean_burst_len);
                         if loss_rate > max {
@@ -567,13 +640,13 @@ impl LinkConfig {
         if let Some(r) = &c.reorder {
             let p = join(path, "reorder");
             check_prob(&mut errs, &p, "probability", r.probability);
-            if r.gap < 1 {
-                errs.push(ConfigError::TooSmall {
-                    path: join(&p, "gap"),
-                    value: r.gap as u64,
-                    min: 1,
-                });
-            }
+            check_int(
+                &mut errs,
+                join(&p, "gap"),
+                r.gap.into(),
+                1,
+                limits::MAX_REORDER_GAP.into(),
+            );
             let has_delay = c
                 .delay
                 .as_ref()
@@ -584,34 +657,55 @@ impl LinkConfig {
         }
         if let Some(r) = &c.rate {
             let p = join(path, "rate");
-            if r.bytes_per_second < 1 {
-                errs.push(ConfigError::TooSmall {
-                    path: join(&p, "bytes_per_second"),
-                    value: 0,
-                    min: 1,
-                });
-            }
-            if r.cell_size_bytes == Some(0) {
-                errs.push(ConfigError::TooSmall {
-                    path: join(&p, "cell_size_bytes"),
-                    value: 0,
-                    min: 1,
-                });
+            check_int(
+                &mut errs,
+                join(&p, "bytes_per_second"),
+                r.bytes_per_second.into(),
+                1,
+                limits::MAX_BYTES_PER_SECOND.into(),
+            );
+            let o = i128::from(limits::MAX_OVERHEAD_BYTES);
+            check_int(
+                &mut errs,
+                join(&p, "packet_overhead_bytes"),
+                r.packet_overhead_bytes.into(),
+                -o,
+                o,
+            );
+            check_int(
+                &mut errs,
+                join(&p, "cell_overhead_bytes"),
+                r.cell_overhead_bytes.into(),
+                -o,
+                o,
+            );
+            if let Some(cs) = r.cell_size_bytes {
+                check_int(
+                    &mut errs,
+                    join(&p, "cell_size_bytes"),
+                    cs.into(),
+                    1,
+                    limits::MAX_CELL_SIZE_BYTES.into(),
+                );
             }
         }
-        if c.queue_limit_packets == Some(0) {
-            errs.push(ConfigError::TooSmall {
-                path: join(path, "queue_limit_packets"),
-                value: 0,
-                min: 1,
-            });
+        if let Some(q) = c.queue_limit_packets {
+            check_int(
+                &mut errs,
+                join(path, "queue_limit_packets"),
+                q.into(),
+                1,
+                limits::MAX_QUEUE_LIMIT_PACKETS.into(),
+            );
         }
-        if c.mtu_bytes == Some(0) {
-            errs.push(ConfigError::TooSmall {
-                path: join(path, "mtu_bytes"),
-                value: 0,
-                min: 1,
-            });
+        if let Some(m) = c.mtu_bytes {
+            check_int(
+                &mut errs,
+                join(path, "mtu_bytes"),
+                m.into(),
+                1,
+                limits::MAX_MTU_BYTES.into(),
+            );
         }
         if errs.is_empty() { Ok(()) } else { Err(errs) }
     }

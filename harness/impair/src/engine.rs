@@ -67,14 +67,21 @@ struct Rate {
 
 impl Rate {
     /// `packet_time_ns`: `len += overhead`, optional cells, `len·1e9/rate`.
+    /// Saturating throughout: validation bounds every term, but a transmit
+    /// time is never allowed to wrap even outside those bounds.
     fn tx_ns(&self, payload: usize) -> i64 {
-        let mut len = (payload as i64 + self.overhead).max(0);
-        if let Some(cs) = self.cell_size {
-            let cells = (len as u64).div_ceil(cs) as i64;
-            len = (cells * (cs as i64 + self.cell_overhead)).max(0);
+        let payload = i128::try_from(payload).unwrap_or(i128::MAX);
+        let mut len = payload.saturating_add(self.overhead.into()).max(0);
+        if let Some(cs) = self.cell_size.filter(|&cs| cs > 0) {
+            let cs = i128::from(cs);
+            let cells = (len + cs - 1) / cs;
+            len = cells
+                .saturating_mul(cs.saturating_add(self.cell_overhead.into()))
+                .max(0);
         }
-        ((len as u128 * 1_000_000_000) / self.bytes_per_second as u128).min(i64::MAX as u128 / 4)
-            as i64
+        let bps = i128::from(self.bytes_per_second.max(1));
+        let ns = len.saturating_mul(1_000_000_000) / bps;
+        i64::try_from(ns.min(i128::from(MAX_NS))).unwrap_or(MAX_NS)
     }
 }
 
@@ -86,7 +93,9 @@ impl Resolved {
             None => (0, 0, None),
             Some(d) => (
                 delay_ns(d.base_ms),
-                i32::try_from(delay_ns(d.jitter_ms)).expect("validated: jitter ≤ INT_MAX ns"),
+                // Validation keeps jitter within the kernel's INT_MAX ns;
+                // saturate rather than trust it.
+                i32::try_from(delay_ns(d.jitter_ms).max(0)).unwrap_or(i32::MAX),
                 d.distribution.table(),
             ),
         };
@@ -278,7 +287,11 @@ impl LinkDirection {
         Ok(())
     }
 
+    /// Moves the link's clock forward (never back), capped at the engine's
+    /// horizon ([`MAX_NS`]): times beyond it are treated as the horizon, so
+    /// every nanosecond sum below stays within `i64`.
     fn advance(&mut self, now: SimTime) -> SimTime {
+        let now = now.min(SimTime::from_micros((MAX_NS / 1000) as u64));
         if now > self.now {
             self.now = now;
         }
@@ -417,7 +430,11 @@ impl LinkDirection {
     /// at or before `now` have left it).
     fn queued_after(&self, now: SimTime) -> usize {
         let now_ns = ns(now);
-        self.queue.len() - self.queue.range(..(now_ns + 1, 0, PacketId(0), 0)).count()
+        self.queue.len()
+            - self
+                .queue
+                .range(..(now_ns.saturating_add(1), 0, PacketId(0), 0))
+                .count()
     }
 
     /// netem's step 8: reorder (send now, head of queue) or delay (+ rate).
@@ -453,18 +470,18 @@ impl LinkDirection {
                 // Anchor at the last queued packet's time_to_send and
                 // subtract that "time bonus" from the random delay.
                 if let Some(last) = self.tail_ns.filter(|&t| t > now_ns) {
-                    delay = (delay - (last - now_ns)).max(0);
+                    delay = delay.saturating_sub(last - now_ns).max(0);
                     start = last;
                 }
-                delay += rate.tx_ns(bytes.len());
+                delay = delay.saturating_add(rate.tx_ns(bytes.len()));
             }
-            let tts = start + delay;
-            self.reorder_counter += 1;
+            let tts = start.saturating_add(delay).min(MAX_NS);
+            self.reorder_counter = self.reorder_counter.saturating_add(1);
             self.tail_ns = Some(self.tail_ns.map_or(tts, |t| t.max(tts)));
             let at_ns = tts.max(now_ns);
             let jitter_us = ceil_div(drawn - self.cfg.base_ns, 1000);
-            let delayed_us = (base_us as i64 + jitter_us).max(0) as u64;
-            let total_us = ceil_div(at_ns, 1000) as u64 - now.as_micros();
+            let delayed_us = (base_us as i64).saturating_add(jitter_us).max(0) as u64;
+            let total_us = (ceil_div(at_ns, 1000) as u64).saturating_sub(now.as_micros());
             let b = DelayBreakdown {
                 base_us,
                 jitter_us,
@@ -483,7 +500,9 @@ impl LinkDirection {
             ((now_ns, 0, packet, copy), b)
         };
         let at = SimTime::from_micros(ceil_div(key.0, 1000) as u64);
-        debug_assert_eq!(now.saturating_add(breakdown.total()), at);
+        // The breakdown adds up to the delivery time, except for copies
+        // clamped at the horizon.
+        debug_assert!(key.0 == MAX_NS || now.saturating_add(breakdown.total()) == at);
         self.queue.insert(
             key,
             Pending {
@@ -515,7 +534,7 @@ impl LinkDirection {
         if first.0 > ns(now) {
             return None;
         }
-        let (k, p) = self.queue.pop_first().expect("peeked above");
+        let (k, p) = self.queue.pop_first()?;
         Some(delivery(k, p))
     }
 
@@ -546,6 +565,11 @@ fn delivery(k: Key, p: Pending) -> Delivery {
         corruption: p.corruption,
     }
 }
+
+/// The engine's time horizon, ns (about 73 years, a whole number of µs):
+/// send times beyond it are treated as it, and delivery times saturate at
+/// it, so that every queued copy can still be polled at the horizon.
+const MAX_NS: i64 = i64::MAX / 4 / 1000 * 1000;
 
 fn ns(t: SimTime) -> i64 {
     i64::try_from(t.as_micros())

@@ -89,6 +89,19 @@ pub enum ConfigError {
         /// The largest feasible loss rate at that burst length.
         max_loss_rate: f64,
     },
+    /// A value outside its validated range (see
+    /// [`limits`](crate::limits)).
+    #[error("{path}: {value} is outside the allowed range {min} to {max}")]
+    OutOfRange {
+        /// JSON path.
+        path: String,
+        /// The value given.
+        value: String,
+        /// The smallest allowed value.
+        min: String,
+        /// The largest allowed value.
+        max: String,
+    },
     /// A count below its minimum.
     #[error("{path}: {value} is below the minimum of {min}")]
     TooSmall {

@@ -65,7 +65,7 @@ mod tables;
 
 pub use config::{
     CorruptConfig, CorruptMode, DEFAULT_QUEUE_LIMIT, DelayConfig, Distribution, DuplicateConfig,
-    LinkConfig, LossConfig, Preset, RateConfig, ReorderConfig,
+    LinkConfig, LossConfig, Preset, RateConfig, ReorderConfig, limits,
 };
 pub use decision::{
     CopyFate, CopyIndex, Corruption, DelayBreakdown, DropReason, LossCause, PacketId, Verdict,

@@ -488,12 +488,12 @@ fn validation_names_json_paths() {
     assert_eq!(
         errs,
         vec![
-            "links[0].a_to_b.delay.base_ms: delay -1 ms is negative",
+            "links[0].a_to_b.delay.base_ms: -1 is outside the allowed range 0 to 3600000",
             "links[0].a_to_b.loss.p: probability 1.5 is outside [0, 1]",
-            "links[0].a_to_b.reorder.gap: 0 is below the minimum of 1",
+            "links[0].a_to_b.reorder.gap: 0 is outside the allowed range 1 to 1000000",
             "links[0].a_to_b.reorder: reordering requires a delay (delay.base_ms > 0)",
-            "links[0].a_to_b.rate.bytes_per_second: 0 is below the minimum of 1",
-            "links[0].a_to_b.mtu_bytes: 0 is below the minimum of 1",
+            "links[0].a_to_b.rate.bytes_per_second: 0 is outside the allowed range 1 to 1000000000000",
+            "links[0].a_to_b.mtu_bytes: 0 is outside the allowed range 1 to 65535",
         ]
     );
     let e = cfg(r#"{"loss":{"model":"burst","loss_rate":0.6,"mean_burst_len":1.0}}"#)
@@ -637,5 +637,46 @@ proptest! {
         expected.sort();
         got.sort();
         prop_assert_eq!(expected, got);
+    }
+}
+
+#[test]
+fn ranges_refuse_what_the_arithmetic_cannot_hold_and_the_bounds_run() {
+    // Just past the jitter cap once validated (2147.4836 ms rounds to
+    // 2147484 µs, past INT_MAX ns) and then panicked in the engine.
+    let e = cfg(r#"{"delay":{"base_ms":10,"jitter_ms":2147.4836}}"#)
+        .validate("l")
+        .unwrap_err();
+    assert_eq!(
+        e[0].to_string(),
+        "l.delay.jitter_ms: 2147.4836 is outside the allowed range 0 to 2147.483"
+    );
+    for json in [
+        r#"{"rate":{"bytes_per_second":1,"packet_overhead_bytes":9223372036854775807}}"#,
+        r#"{"rate":{"bytes_per_second":1,"cell_size_bytes":1,"cell_overhead_bytes":-9223372036854775808}}"#,
+        r#"{"queue_limit_packets":4294967295}"#,
+        r#"{"delay":{"base_ms":1e300}}"#,
+    ] {
+        assert!(cfg(json).validate("").is_err(), "{json}");
+        assert!(LinkDirection::new("x", &cfg(json), 0).is_err(), "{json}");
+    }
+    // Every knob at its bound: the engine runs without overflow.
+    let mut l = link(
+        r#"{"delay":{"base_ms":3600000,"jitter_ms":2147.483,"distribution":"pareto"},
+            "rate":{"bytes_per_second":1,"packet_overhead_bytes":65535,"cell_size_bytes":65535,"cell_overhead_bytes":65535},
+            "reorder":{"probability":1,"gap":1000000},"queue_limit_packets":1000000,"mtu_bytes":65535}"#,
+        3,
+    );
+    for i in 0..2000 {
+        let now = SimTime::from_micros(i * 1000);
+        let v = l.send(now, PacketId(i), vec![0; 65_507]);
+        assert_eq!(v.copies.len(), 1);
+        while l.poll_delivery(now).is_some() {}
+    }
+    // Send times far past the engine's horizon are taken as the horizon.
+    let v = l.send(SimTime::from_micros(u64::MAX), PacketId(9999), vec![1]);
+    assert_eq!(v.copies.len(), 1);
+    while let Some(t) = l.poll_timeout() {
+        while l.poll_delivery(t).is_some() {}
     }
 }

@@ -345,12 +345,16 @@ impl Bound {
         if let (Some(lo), Some(hi)) = (self.min, self.max)
             && lo > hi
         {
-            return Some(format!("min {lo} is greater than max {hi}"));
+            return Some(format!(
+                "min {lo} is greater than max {hi}: no value can satisfy it"
+            ));
         }
         if let Some(e) = self.eq
             && (self.min.is_some_and(|m| e < m) || self.max.is_some_and(|m| e > m))
         {
-            return Some(format!("eq {e} lies outside min/max"));
+            return Some(format!(
+                "eq {e} contradicts {self}: no value can satisfy it"
+            ));
         }
         None
     }
@@ -374,4 +378,50 @@ impl std::fmt::Display for Bound {
             f.write_str(&parts.join(" and "))
         }
     }
+}
+
+/// A clearer message for a serde error met while reading a JSON value into
+/// a typed configuration: integers out of range name the range, and
+/// strings such as `"NaN"` where a number is needed say why.
+pub fn explain_value_error(msg: &str) -> String {
+    let ranges: [(&str, i128, i128); 5] = [
+        ("u64", 0, u64::MAX.into()),
+        ("u32", 0, u32::MAX.into()),
+        ("u16", 0, u16::MAX.into()),
+        ("u8", 0, u8::MAX.into()),
+        ("i64", i64::MIN.into(), i64::MAX.into()),
+    ];
+    for (ty, lo, hi) in ranges {
+        let Some(rest) = msg.strip_suffix(&format!(", expected {ty}")) else {
+            continue;
+        };
+        if let Some(n) = rest
+            .strip_prefix("invalid value: integer `")
+            .and_then(|r| r.strip_suffix('`'))
+        {
+            return format!("integer {n} is out of range for {ty} ({lo} to {hi})");
+        }
+        if let Some(f) = rest.strip_prefix("invalid type: floating point `") {
+            let f = f.trim_end_matches('`');
+            return format!("{f} is not an integer: {ty} takes whole numbers {lo} to {hi}");
+        }
+    }
+    if msg.starts_with("invalid type: string") && msg.contains("expected") {
+        let lower = msg.to_ascii_lowercase();
+        if [
+            "\"nan\"",
+            "\"inf\"",
+            "\"-inf\"",
+            "\"infinity\"",
+            "\"-infinity\"",
+        ]
+        .iter()
+        .any(|w| lower.contains(w))
+        {
+            return format!(
+                "{msg}: a number is needed here, and JSON has no NaN or infinity; give a finite number"
+            );
+        }
+    }
+    msg.to_string()
 }

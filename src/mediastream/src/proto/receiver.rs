@@ -1,5 +1,7 @@
 //! The initiator's frame ring, render schedule and classification (spec §5.3).
 
+use std::collections::BTreeMap;
+
 use super::stats::InitiatorStats;
 use super::stream::StreamPlan;
 use crate::time::SimTime;
@@ -7,7 +9,6 @@ use crate::wire::{Data, verify_pattern};
 
 #[derive(Clone, Copy, Debug, Default)]
 struct Slot {
-    seq: u32,
     bytes: u64,
     mismatch: bool,
     sender_us: u64,
@@ -28,7 +29,13 @@ pub(crate) enum Render {
 #[derive(Clone, Debug)]
 pub(crate) struct Receiver {
     plan: StreamPlan,
-    ring: Vec<Slot>,
+    /// The frames of the receive window (`head_seq .. head_seq + 2 × IBF`)
+    /// that something has arrived for, by sequence number. The window is
+    /// not preallocated: memory follows what actually arrived, so a deep
+    /// buffer at a high frame rate costs nothing until frames come.
+    ring: BTreeMap<u32, Slot>,
+    /// Window length, frames: 2 × IBF.
+    ring_len: u32,
     /// Initial buffered frames: min(frames, buffer_depth_s × frame_rate).
     ibf: u32,
     /// Sequence number of the next frame to render.
@@ -48,15 +55,10 @@ impl Receiver {
             .min(buffer_depth_s.saturating_mul(plan.frame_rate()))
             .max(1);
         let ring_len = ibf.saturating_mul(2);
-        let ring = (1..=ring_len)
-            .map(|seq| Slot {
-                seq,
-                ..Slot::default()
-            })
-            .collect();
         Receiver {
             plan,
-            ring,
+            ring: BTreeMap::new(),
+            ring_len,
             ibf,
             head_seq: 1,
             base,
@@ -65,11 +67,6 @@ impl Receiver {
             prev_rel: None,
             jitter_sum: 0,
         }
-    }
-
-    fn ring_len(&self) -> u32 {
-        // ring.len() = 2 × ibf, which fits u32.
-        u32::try_from(self.ring.len()).unwrap_or(u32::MAX)
     }
 
     /// When the next render tick is due: frame k at
@@ -92,7 +89,7 @@ impl Receiver {
         stats: &mut InitiatorStats,
     ) {
         let seq = d.header.sequence;
-        let window_end = u64::from(self.head_seq) + u64::from(self.ring_len());
+        let window_end = u64::from(self.head_seq) + u64::from(self.ring_len);
         if seq == 0
             || seq > self.plan.frames()
             || seq < self.head_seq
@@ -101,11 +98,7 @@ impl Receiver {
             stats.frames_error += 1;
             return;
         }
-        let ring_len = self.ring.len();
-        let Some(slot) = self.ring.get_mut((seq as usize - 1) % ring_len) else {
-            return;
-        };
-        debug_assert_eq!(slot.seq, seq, "ring slot out of step");
+        let slot = self.ring.entry(seq).or_default();
         self.any_data = true;
         slot.bytes += len as u64;
         slot.sender_us = d.header.timestamp_us;
@@ -128,12 +121,8 @@ impl Receiver {
             stats.frames_dropped += u64::from(self.plan.frames());
             return Render::NoData;
         }
-        let ring_len = self.ring_len();
         let frame_size = u64::from(self.plan.frame_size());
-        let idx = (self.head_seq as usize - 1) % self.ring.len();
-        let Some(slot) = self.ring.get_mut(idx) else {
-            return Render::Finished;
-        };
+        let slot = self.ring.remove(&self.head_seq).unwrap_or_default();
         if slot.mismatch {
             stats.frames_error += 1;
         } else if slot.bytes == frame_size {
@@ -155,14 +144,27 @@ impl Receiver {
         } else {
             stats.frames_duplicate += 1;
         }
-        *slot = Slot {
-            seq: slot.seq.saturating_add(ring_len),
-            ..Slot::default()
-        };
         if self.head_seq >= self.plan.frames() {
             return Render::Finished;
         }
         self.head_seq += 1;
         Render::More
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_deep_window_costs_nothing_until_frames_arrive() {
+        // 4 294 000 000 frames, all of them within a 3600 s buffer: the
+        // window once was preallocated (2^32 slots, 137 GB) and aborted.
+        let plan = StreamPlan::new(320_000_000_000, 1_000_000, 4294, 65_507).unwrap();
+        let mut r = Receiver::new(plan, 3600, SimTime::ZERO);
+        assert_eq!(r.ring_len, u32::MAX);
+        assert!(r.ring.is_empty());
+        let mut stats = InitiatorStats::default();
+        assert_eq!(r.render(&mut stats), Render::NoData);
     }
 }

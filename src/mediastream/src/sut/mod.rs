@@ -40,6 +40,24 @@ use crate::wire::{self, FrameType, field};
 
 pub use oracle::INVARIANTS;
 
+/// Bounds on the work a media-stream scenario may imply, checked when it is
+/// compiled (documented in `scenarios/README.md`). Raise one here and
+/// rebuild when a scenario truly needs more.
+pub mod limits {
+    /// DATA datagrams the clients' streams imply in all (frames ×
+    /// datagrams per frame, summed over clients).
+    pub const MAX_DATA_DATAGRAMS: u64 = 10_000_000;
+    /// Frames a client's receive window may hold (2 × min(frames,
+    /// `buffer_depth_s` × `frame_rate`)); the window grows with what
+    /// arrives, about [`RECEIVER_BYTES_PER_FRAME`] bytes a frame.
+    pub const MAX_RECEIVE_WINDOW_FRAMES: u64 = 2_000_000;
+    /// Memory a buffered frame costs the receiver, about, bytes.
+    pub const RECEIVER_BYTES_PER_FRAME: u64 = 64;
+    /// How to raise a limit, appended to every limit message.
+    pub(crate) const RAISE: &str =
+        "; the limits are in src/mediastream/src/sut/mod.rs (sut::limits), see scenarios/README.md";
+}
+
 /// The default server port.
 pub const DEFAULT_PORT: u16 = 4444;
 
@@ -327,9 +345,10 @@ pub(crate) fn typed<T: serde::de::DeserializeOwned>(
         } else {
             format!(".{sub}")
         };
+        let msg = strip_position(&e.into_inner().to_string());
         SpecError::at(
             format!("{path}{sub}"),
-            strip_position(&e.into_inner().to_string()),
+            streamlab_core::sut::explain_value_error(&msg),
         )
     })
 }
@@ -415,7 +434,7 @@ impl MediaStream {
                     if options.contains_key(k) && options.get(k) != c.config.get(k) {
                         errs.push(SpecError::at(
                             format!("{cp}.{k}"),
-                            format!("contradicts options.{k}: both ends of a stream MUST use the same stream parameters (spec §7)"),
+                            format!("contradicts options.{k}: both ends of a stream must agree on its parameters (spec §7)"),
                         ));
                     }
                 }
@@ -457,7 +476,7 @@ impl MediaStream {
                     if options.contains_key(k) && options.get(k) != s.config.get(k) {
                         errs.push(SpecError::at(
                             format!("{cp}.{k}"),
-                            format!("contradicts options.{k}: both ends of a stream MUST use the same stream parameters (spec §7)"),
+                            format!("contradicts options.{k}: both ends of a stream must agree on its parameters (spec §7)"),
                         ));
                     }
                 }
@@ -516,6 +535,54 @@ impl MediaStream {
                     ),
                 ));
             }
+        }
+    }
+}
+
+impl MediaStream {
+    /// Refuses streams whose implied work exceeds [`limits`].
+    fn check_work(roles: &[MsRole], errs: &mut Vec<SpecError>) {
+        let mut data = 0u64;
+        for (i, r) in roles.iter().enumerate() {
+            let MsRole::Client { config, .. } = r else {
+                continue;
+            };
+            let Ok(plan) = config.validate() else {
+                continue;
+            };
+            data = data.saturating_add(
+                u64::from(plan.frames()).saturating_mul(u64::from(plan.datagrams_per_frame())),
+            );
+            let ibf = u64::from(plan.frames())
+                .min(u64::from(config.buffer_depth_s) * u64::from(plan.frame_rate()))
+                .max(1);
+            let window = 2 * ibf;
+            if window > limits::MAX_RECEIVE_WINDOW_FRAMES {
+                errs.push(SpecError::at(
+                    format!("$.hosts[{i}].role.client.config.buffer_depth_s"),
+                    format!(
+                        "a receive window of {window} frames (2 × min(frames {}, buffer_depth_s {} × frame_rate {})) \
+                         could take {} MB; the limit is {} frames{}",
+                        plan.frames(),
+                        config.buffer_depth_s,
+                        plan.frame_rate(),
+                        window * limits::RECEIVER_BYTES_PER_FRAME / 1_000_000,
+                        limits::MAX_RECEIVE_WINDOW_FRAMES,
+                        limits::RAISE
+                    ),
+                ));
+            }
+        }
+        if data > limits::MAX_DATA_DATAGRAMS {
+            errs.push(SpecError::at(
+                "$.hosts",
+                format!(
+                    "the clients' streams imply {data} DATA datagrams (frames × datagrams per frame) in all, \
+                     more than the limit of {}{}",
+                    limits::MAX_DATA_DATAGRAMS,
+                    limits::RAISE
+                ),
+            ));
         }
     }
 }
@@ -602,6 +669,7 @@ impl Protocol for MediaStream {
             .collect();
         if errs.is_empty() {
             Self::check_pairs(&roles, &mut errs);
+            Self::check_work(&roles, &mut errs);
         }
         for (name, extra) in &sc.host_expect {
             let p = format!("$.expect.hosts.{name}");
