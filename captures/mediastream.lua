@@ -12,12 +12,18 @@
 --   DATA(16): 12 u32 seq, 16 u16 index, 18 u16 count, 20 u64 timestamp_us, 28.. payload (>= 1 B)
 --   TLV: u16 type, u16 len, value; the TLVs exactly fill ext_len.
 --
--- Registered on UDP port 4444 and as a UDP heuristic (any port). Malformed
+-- Registered on UDP port 4444 only. Traffic on other ports is decoded with
+-- decode-as (`-d udp.port==P,mediastream`; every streamlab capture names the
+-- ports in its section comment), or by the heuristic, which is OFF unless
+-- the preference is set (`-o mediastream.heuristic:TRUE`), so that another
+-- protocol's datagrams are never taken for media-stream frames. Malformed
 -- frames are reported as expert info (group Malformed, severity Error:
 -- field mediastream.malformed); the dissector never raises a Lua error on
 -- any input.
 
 local ms = Proto("mediastream", "streamlab media stream")
+ms.prefs.heuristic = Pref.bool("Heuristic on any UDP port", false,
+  "Also try frames on any UDP port that pass a strict check (known type, version 1, exact length)")
 
 local PORT = 4444
 local VERSION = 1
@@ -308,6 +314,7 @@ end
 
 -- Heuristic: a known type, version 1 and a length consistent with the type.
 local function heuristic(tvb, pinfo, tree)
+  if not ms.prefs.heuristic then return false end
   local len = tvb:len()
   if len < COMMON_LEN then return false end
   local ftype = tvb(0, 1):uint()

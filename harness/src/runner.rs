@@ -490,6 +490,27 @@ pub fn run(loaded: &Loaded, opts: &RunOptions) -> RunOutput {
     }
 }
 
+/// How to decode a run's capture: the protocol's dissector and the ports
+/// its traffic uses (written into the capture's section header).
+fn decode_hint(loaded: &Loaded) -> String {
+    let ports = loaded.plan.ports();
+    let (load, proto) = match loaded.protocol.dissector() {
+        streamlab_core::sut::Dissector::Lua { file, proto } => {
+            (format!("-X lua_script:captures/{file} "), proto)
+        }
+        streamlab_core::sut::Dissector::Builtin { proto } => (String::new(), proto),
+    };
+    let decode: Vec<String> = ports
+        .iter()
+        .map(|p| format!("-d udp.port=={p},{proto}"))
+        .collect();
+    format!(
+        "streamlab: protocol {}; decode with: tshark {load}{} -r <this file>",
+        loaded.protocol.name(),
+        decode.join(" ")
+    )
+}
+
 /// Nothing is on its way and no host will react to the last arrival: every
 /// running host's next timer (if any) lies beyond it.
 fn quiescent(net: &Network, records: &[HostRecord]) -> bool {
@@ -547,7 +568,14 @@ fn open_capture(
         }
     };
     let epoch = SystemTime::UNIX_EPOCH + Duration::from_secs(EPOCH_UNIX_SECS);
-    match CaptureWriter::new(BufWriter::new(file), hosts, epoch, opts.capture_format) {
+    let hint = decode_hint(loaded);
+    match CaptureWriter::with_comment(
+        BufWriter::new(file),
+        hosts,
+        epoch,
+        opts.capture_format,
+        Some(&hint),
+    ) {
         Ok(w) => (Some(w), Some(path), None),
         Err(e) => (
             None,

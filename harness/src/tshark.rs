@@ -303,6 +303,10 @@ impl TsharkQuery {
                 "udp.check_checksum:TRUE",
                 "-o",
                 "ip.check_checksum:TRUE",
+                // Every datagram of a media-stream capture is the media
+                // stream's, whatever its ports.
+                "-o",
+                "mediastream.heuristic:TRUE",
             ])
             .args([
                 "-T",

@@ -752,9 +752,22 @@ fn pcapng_decodes_packet_by_packet_as_the_trace_says() {
         Some(true)
     );
 
-    // The heuristic finds the protocol off port 4444.
+    // The heuristic (on for the harness's own checks) finds the protocol
+    // off port 4444.
     assert_eq!(
         the(&rows, ids.other_port, Direction::Inbound).ms_type,
+        Some(START)
+    );
+    // By default the dissector claims only its port: off port 4444 the same
+    // datagram is left to others, unless decoded as the media stream.
+    let own = TsharkQuery::default()
+        .arg("-o")
+        .arg("mediastream.heuristic:FALSE")
+        .rows(&path)
+        .unwrap();
+    assert_eq!(the(&own, ids.other_port, Direction::Inbound).ms_type, None);
+    assert_eq!(
+        the(&own, ids.start, Direction::Inbound).ms_type,
         Some(START)
     );
     assert_eq!(

@@ -307,17 +307,37 @@ impl<W: Write> CaptureWriter<W> {
     /// # Errors
     /// I/O errors of `out`.
     pub fn new(
-        mut out: W,
+        out: W,
         hosts: &[HostInfo],
         epoch: SystemTime,
         format: CaptureFormat,
     ) -> io::Result<Self> {
+        Self::with_comment(out, hosts, epoch, format, None)
+    }
+
+    /// As [`CaptureWriter::new`], with a comment on the section header
+    /// (pcapng `shb_comment`, Wireshark's Statistics → Capture File
+    /// Properties): the runner writes there how to decode the capture.
+    ///
+    /// # Errors
+    /// I/O errors of `out`.
+    pub fn with_comment(
+        mut out: W,
+        hosts: &[HostInfo],
+        epoch: SystemTime,
+        format: CaptureFormat,
+        comment: Option<&str>,
+    ) -> io::Result<Self> {
         let epoch = epoch.duration_since(UNIX_EPOCH).unwrap_or_default();
+        let mut options = vec![SectionHeaderOption::UserApplication(
+            USER_APPLICATION.into(),
+        )];
+        if let Some(c) = comment {
+            options.push(SectionHeaderOption::Comment(c.to_string().into()));
+        }
         let shb = SectionHeaderBlock {
             endianness: Endianness::Little,
-            options: vec![SectionHeaderOption::UserApplication(
-                USER_APPLICATION.into(),
-            )],
+            options,
             ..Default::default()
         };
         let encoder = PcapNgWriter::with_section_header(Vec::new(), shb).map_err(pcap_err)?;
