@@ -12,7 +12,7 @@ use std::rc::Rc;
 use std::time::{Duration, SystemTime};
 
 use serde::Serialize;
-use streamlab_core::driver::{HostDriver, Net};
+use streamlab_core::driver::{BoxFuture, HostDriver, Net};
 use streamlab_core::host::{HostMachine, HostReport, Input, Outcome as HostOutcome, Output};
 use streamlab_core::seed::derive_u64;
 use streamlab_core::sut::{Plan, Protocol};
@@ -91,15 +91,50 @@ impl HostMachine for Shared {
 }
 
 /// A host's sockets on the simulated network, for the host driver.
-struct SimNet {
-    net: Rc<RefCell<Network>>,
-    host: usize,
+pub(crate) struct SimNet {
+    pub(crate) net: Rc<RefCell<Network>>,
+    pub(crate) host: usize,
 }
 
 impl Net for SimNet {
     type Socket = SimSocket;
+    type Stream = crate::tcp::SimTcpStream;
+    type Listener = crate::tcp::SimTcpListener;
     fn bind(&self, port: u16) -> impl std::future::Future<Output = std::io::Result<SimSocket>> {
         std::future::ready(SimSocket::bind(self.net.clone(), self.host, port, true))
+    }
+    fn listen(
+        &self,
+        port: u16,
+    ) -> impl std::future::Future<Output = std::io::Result<Self::Listener>> {
+        std::future::ready(crate::tcp::SimTcpListener::bind(&self.net, self.host, port))
+    }
+    fn listener_addr(listener: &Self::Listener) -> std::io::Result<std::net::SocketAddr> {
+        Ok(std::net::SocketAddr::V4(listener.local_addr()))
+    }
+    fn accept(
+        &self,
+        listener: Rc<Self::Listener>,
+    ) -> BoxFuture<std::io::Result<(Self::Stream, std::net::SocketAddr)>> {
+        Box::pin(async move {
+            let (s, peer) = listener.accept().await?;
+            Ok((s, std::net::SocketAddr::V4(peer)))
+        })
+    }
+    fn connect(&self, to: std::net::SocketAddr) -> BoxFuture<std::io::Result<Self::Stream>> {
+        let (net, host) = (self.net.clone(), self.host);
+        Box::pin(async move {
+            let std::net::SocketAddr::V4(to) = to else {
+                return Err(std::io::Error::new(
+                    std::io::ErrorKind::Unsupported,
+                    "the simulated network is IPv4 only",
+                ));
+            };
+            crate::tcp::SimTcpStream::connect(&net, host, to).await
+        })
+    }
+    fn peer_of(stream: &Self::Stream) -> Option<std::net::SocketAddr> {
+        Some(std::net::SocketAddr::V4(stream.peer_addr()))
     }
 }
 

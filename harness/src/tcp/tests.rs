@@ -492,3 +492,197 @@ fn an_aborted_connection_resets_the_peer() {
     assert!(err.to_string().contains("reset by the peer"), "{err}");
     assert_balanced(&o);
 }
+
+/// Sans-IO host machines with TCP, driven by the same `HostDriver` as in
+/// real programs, over the simulated network's TCP.
+mod host_machines {
+    use super::*;
+    use crate::runner::SimNet;
+    use streamlab_core::driver::HostDriver;
+    use streamlab_core::host::{HostMachine, HostReport, Input, Outcome, Output, SocketId};
+
+    /// Listens and echoes every byte back; half-closes when its peer does.
+    #[derive(Default)]
+    struct EchoServer {
+        queue: std::collections::VecDeque<(Output, Vec<u8>)>,
+        started: bool,
+    }
+
+    impl HostMachine for EchoServer {
+        fn handle(&mut self, _now: SimTime, input: Input<'_>) {
+            match input {
+                Input::Received { conn, data } => self.queue.push_back((
+                    Output::Write {
+                        conn,
+                        len: data.len(),
+                    },
+                    data.to_vec(),
+                )),
+                Input::Closed { conn, .. } => {
+                    self.queue
+                        .push_back((Output::Shutdown { conn }, Vec::new()));
+                }
+                _ => {}
+            }
+        }
+        fn handle_timeout(&mut self, _now: SimTime) {}
+        fn poll_output(&mut self, _now: SimTime, buf: &mut [u8]) -> Option<Output> {
+            if !self.started {
+                self.started = true;
+                return Some(Output::Listen {
+                    listener: 1,
+                    port: PORT,
+                });
+            }
+            let (out, data) = self.queue.pop_front()?;
+            buf[..data.len()].copy_from_slice(&data);
+            Some(out)
+        }
+        fn poll_timeout(&self) -> Option<SimTime> {
+            None
+        }
+        fn poll_event(&mut self) -> Option<String> {
+            None
+        }
+        fn is_finished(&self) -> bool {
+            false
+        }
+        fn report(&self) -> HostReport {
+            HostReport::default()
+        }
+    }
+
+    const CONN: SocketId = 7;
+
+    /// Connects, sends its data in chunks, half-closes, and checks what
+    /// comes back.
+    struct EchoClient {
+        data: Vec<u8>,
+        server: std::net::SocketAddr,
+        queue: std::collections::VecDeque<(Output, Vec<u8>)>,
+        started: bool,
+        received: Vec<u8>,
+        outcome: Option<Outcome>,
+    }
+
+    impl HostMachine for EchoClient {
+        fn handle(&mut self, _now: SimTime, input: Input<'_>) {
+            match input {
+                Input::Connected { conn: CONN, .. } => {
+                    for chunk in self.data.chunks(8192) {
+                        self.queue.push_back((
+                            Output::Write {
+                                conn: CONN,
+                                len: chunk.len(),
+                            },
+                            chunk.to_vec(),
+                        ));
+                    }
+                    self.queue
+                        .push_back((Output::Shutdown { conn: CONN }, Vec::new()));
+                }
+                Input::Received { data, .. } => self.received.extend_from_slice(data),
+                Input::Closed { error, .. } => {
+                    self.outcome = Some(if error.is_none() && self.received == self.data {
+                        Outcome::Completed
+                    } else {
+                        Outcome::Failed {
+                            name: "echo".into(),
+                            message: format!(
+                                "{} of {} bytes back, error {error:?}",
+                                self.received.len(),
+                                self.data.len()
+                            ),
+                        }
+                    });
+                }
+                Input::BindFailed { error, .. } => {
+                    self.outcome = Some(Outcome::Failed {
+                        name: "connect".into(),
+                        message: error.to_string(),
+                    });
+                }
+                _ => {}
+            }
+        }
+        fn handle_timeout(&mut self, _now: SimTime) {}
+        fn poll_output(&mut self, _now: SimTime, buf: &mut [u8]) -> Option<Output> {
+            if !self.started {
+                self.started = true;
+                return Some(Output::Connect {
+                    conn: CONN,
+                    destination: self.server,
+                });
+            }
+            let (out, data) = self.queue.pop_front()?;
+            buf[..data.len()].copy_from_slice(&data);
+            Some(out)
+        }
+        fn poll_timeout(&self) -> Option<SimTime> {
+            None
+        }
+        fn poll_event(&mut self) -> Option<String> {
+            None
+        }
+        fn is_finished(&self) -> bool {
+            self.outcome.is_some()
+        }
+        fn report(&self) -> HostReport {
+            HostReport {
+                outcome: self.outcome.clone(),
+                ..HostReport::default()
+            }
+        }
+    }
+
+    #[test]
+    fn a_sans_io_echo_over_simulated_tcp_survives_an_impaired_link() {
+        // Loss, duplication, reordering and corruption, gentle enough for
+        // the default 10 s user timeout (heavier loss needs a longer one:
+        // smoltcp backs its retransmissions off without SACK).
+        let setup = Setup::new(
+            21,
+            link(
+                r#"{
+                    "delay": {"base_ms": 20, "jitter_ms": 10},
+                    "loss": {"model": "random", "probability": 0.02},
+                    "duplicate": {"probability": 0.02},
+                    "corrupt": {"probability": 0.005, "mode": "checksum"}
+                }"#,
+            ),
+        );
+        let data = payload(21, 100_000);
+        let result = Rc::new(RefCell::new(None));
+        let r = result.clone();
+        let d = data.clone();
+        let o = sim::run(
+            &setup,
+            |net, host| async move {
+                let mut drv = HostDriver::new(EchoServer::default(), SimNet { net, host });
+                let _ = drv.run(|_, _| {}).await;
+            },
+            move |net, host, server| async move {
+                let client = EchoClient {
+                    data: d,
+                    server: std::net::SocketAddr::V4(SocketAddrV4::new(*server.ip(), PORT)),
+                    queue: Default::default(),
+                    started: false,
+                    received: Vec::new(),
+                    outcome: None,
+                };
+                let mut drv = HostDriver::new(client, SimNet { net, host });
+                let res = drv.run(|_, _| {}).await;
+                *r.borrow_mut() = Some((res.map_err(|e| e.to_string()), drv.machine().report()));
+            },
+        );
+        assert!(o.client_finished, "the client finished");
+        let (res, report) = result.borrow_mut().take().expect("client ran");
+        assert_eq!(res, Ok(()));
+        assert_eq!(report.outcome, Some(Outcome::Completed), "{report:?}");
+        assert!(
+            retransmissions(&o.trace) > 0,
+            "the link forced retransmissions"
+        );
+        let _ = data;
+    }
+}

@@ -14,9 +14,14 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
+use std::collections::BTreeMap;
+use std::pin::Pin;
+use std::rc::Rc;
 use std::task::{Context, Poll};
 
-use crate::host::{HostMachine, Input, Output, SocketId};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+
+use crate::host::{ACCEPTED_BASE, HostMachine, Input, Output, SocketId};
 use crate::machine::{MAX_DATAGRAM_SIZE, Machine};
 use crate::time::{SimTime, duration_micros};
 
@@ -73,9 +78,32 @@ impl DatagramSocket for tokio::net::UdpSocket {
 pub trait Net {
     /// The sockets it makes.
     type Socket: DatagramSocket;
+    /// Its TCP connections.
+    type Stream: AsyncRead + AsyncWrite + Unpin;
+    /// Its TCP listeners.
+    type Listener;
     /// Bind a datagram socket at `port` (0: ephemeral).
     fn bind(&self, port: u16) -> impl Future<Output = io::Result<Self::Socket>>;
+    /// Listen for TCP connections at `port` (0: ephemeral).
+    fn listen(&self, port: u16) -> impl Future<Output = io::Result<Self::Listener>>;
+    /// A listener's local address.
+    ///
+    /// # Errors
+    /// As the platform reports.
+    fn listener_addr(listener: &Self::Listener) -> io::Result<SocketAddr>;
+    /// The next connection `listener` accepts, and its peer.
+    fn accept(
+        &self,
+        listener: Rc<Self::Listener>,
+    ) -> BoxFuture<io::Result<(Self::Stream, SocketAddr)>>;
+    /// Open a TCP connection to `to`.
+    fn connect(&self, to: SocketAddr) -> BoxFuture<io::Result<Self::Stream>>;
+    /// A connection's peer.
+    fn peer_of(stream: &Self::Stream) -> Option<SocketAddr>;
 }
+
+/// A future a driver keeps across turns.
+pub type BoxFuture<T> = Pin<Box<dyn Future<Output = T>>>;
 
 /// Real UDP sockets on one local IP address.
 #[derive(Clone, Copy, Debug)]
@@ -86,23 +114,96 @@ pub struct TokioNet {
 
 impl Net for TokioNet {
     type Socket = tokio::net::UdpSocket;
+    type Stream = tokio::net::TcpStream;
+    type Listener = tokio::net::TcpListener;
     fn bind(&self, port: u16) -> impl Future<Output = io::Result<Self::Socket>> {
         tokio::net::UdpSocket::bind(SocketAddr::new(self.ip, port))
     }
+    fn listen(&self, port: u16) -> impl Future<Output = io::Result<Self::Listener>> {
+        tokio::net::TcpListener::bind(SocketAddr::new(self.ip, port))
+    }
+    fn listener_addr(listener: &Self::Listener) -> io::Result<SocketAddr> {
+        listener.local_addr()
+    }
+    fn accept(
+        &self,
+        listener: Rc<Self::Listener>,
+    ) -> BoxFuture<io::Result<(Self::Stream, SocketAddr)>> {
+        Box::pin(async move { listener.accept().await })
+    }
+    fn connect(&self, to: SocketAddr) -> BoxFuture<io::Result<Self::Stream>> {
+        Box::pin(tokio::net::TcpStream::connect(to))
+    }
+    fn peer_of(stream: &Self::Stream) -> Option<SocketAddr> {
+        stream.peer_addr().ok()
+    }
 }
+
+/// One open TCP connection of a host driver.
+struct Conn<S> {
+    stream: S,
+    /// The peer closed its side (or the connection failed): stop reading.
+    read_closed: bool,
+    /// Bytes the machine wrote that the stream has not taken yet (writes
+    /// never block the driver: it keeps reading while they drain).
+    out: std::collections::VecDeque<u8>,
+    /// The machine asked to half-close once `out` is drained.
+    shutdown: bool,
+}
+
+impl<S> Conn<S> {
+    fn new(stream: S) -> Self {
+        Conn {
+            stream,
+            read_closed: false,
+            out: std::collections::VecDeque::new(),
+            shutdown: false,
+        }
+    }
+}
+
+/// What woke a host driver.
+enum Wake {
+    Datagram(usize, SocketId, io::Result<(usize, SocketAddr)>),
+    Accepted(SocketId),
+    Connected,
+    Read(SocketId, io::Result<usize>),
+    WriteFailed(SocketId, io::Error),
+}
+
+/// What accepting a connection gives: the stream and its peer.
+type Accept<N> = io::Result<(<N as Net>::Stream, SocketAddr)>;
+/// A listener's pending accept.
+type Accepting<N> = BoxFuture<Accept<N>>;
 
 /// Runs one [`HostMachine`] over the sockets it asks for, following the
 /// drive rule in [`crate::host`].
-#[derive(Debug)]
 pub struct HostDriver<H, N: Net> {
     machine: H,
     net: N,
     sockets: std::collections::BTreeMap<SocketId, N::Socket>,
+    listeners: BTreeMap<SocketId, (Rc<N::Listener>, Accepting<N>)>,
+    connecting: BTreeMap<SocketId, BoxFuture<io::Result<N::Stream>>>,
+    conns: BTreeMap<SocketId, Conn<N::Stream>>,
+    /// Results that arrived while polling, handled next.
+    accepted: Vec<(SocketId, Accept<N>)>,
+    connected: Vec<(SocketId, io::Result<N::Stream>)>,
+    next_accepted: SocketId,
     start: Instant,
     tx_buf: Vec<u8>,
     rx_buf: Vec<u8>,
     /// Where the round-robin receive poll starts (fairness between sockets).
     next_poll: usize,
+}
+
+impl<H, N: Net> std::fmt::Debug for HostDriver<H, N> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("HostDriver")
+            .field("sockets", &self.sockets.keys().collect::<Vec<_>>())
+            .field("listeners", &self.listeners.keys().collect::<Vec<_>>())
+            .field("connections", &self.conns.keys().collect::<Vec<_>>())
+            .finish_non_exhaustive()
+    }
 }
 
 impl<H: HostMachine, N: Net> HostDriver<H, N> {
@@ -112,6 +213,12 @@ impl<H: HostMachine, N: Net> HostDriver<H, N> {
             machine,
             net,
             sockets: std::collections::BTreeMap::new(),
+            listeners: BTreeMap::new(),
+            connecting: BTreeMap::new(),
+            conns: BTreeMap::new(),
+            accepted: Vec::new(),
+            connected: Vec::new(),
+            next_accepted: ACCEPTED_BASE,
             start: Instant::now(),
             tx_buf: vec![0; MAX_DATAGRAM_SIZE],
             rx_buf: vec![0; MAX_DATAGRAM_SIZE],
@@ -154,11 +261,16 @@ impl<H: HostMachine, N: Net> HostDriver<H, N> {
                 .machine
                 .poll_timeout()
                 .map(|t| self.start + t.since_start());
-            let received = {
+            let woke = {
                 let sockets = &self.sockets;
+                let listeners = &mut self.listeners;
+                let connecting = &mut self.connecting;
+                let conns = &mut self.conns;
+                let accepted = &mut self.accepted;
+                let connected = &mut self.connected;
                 let buf = &mut self.rx_buf;
                 let start = self.next_poll;
-                let recv = std::future::poll_fn(|cx| {
+                let ready = std::future::poll_fn(|cx| {
                     let n = sockets.len();
                     for k in 0..n {
                         let i = (start + k) % n;
@@ -166,20 +278,80 @@ impl<H: HostMachine, N: Net> HostDriver<H, N> {
                             continue;
                         };
                         if let Poll::Ready(r) = s.poll_recv_from(cx, buf) {
-                            return Poll::Ready((i, *id, r));
+                            return Poll::Ready(Wake::Datagram(i, *id, r));
+                        }
+                    }
+                    for (id, (_, fut)) in listeners.iter_mut() {
+                        if let Poll::Ready(r) = fut.as_mut().poll(cx) {
+                            accepted.push((*id, r));
+                            return Poll::Ready(Wake::Accepted(*id));
+                        }
+                    }
+                    let mut done = None;
+                    for (id, fut) in connecting.iter_mut() {
+                        if let Poll::Ready(r) = fut.as_mut().poll(cx) {
+                            done = Some((*id, r));
+                            break;
+                        }
+                    }
+                    if let Some((id, r)) = done {
+                        connecting.remove(&id);
+                        connected.push((id, r));
+                        let _ = id;
+                        return Poll::Ready(Wake::Connected);
+                    }
+                    for (id, c) in conns.iter_mut() {
+                        // Drain what the machine wrote, then half-close if asked.
+                        while !c.out.is_empty() {
+                            let (front, _) = c.out.as_slices();
+                            match Pin::new(&mut c.stream).poll_write(cx, front) {
+                                Poll::Ready(Ok(0)) => {
+                                    return Poll::Ready(Wake::WriteFailed(
+                                        *id,
+                                        io::Error::from(io::ErrorKind::WriteZero),
+                                    ));
+                                }
+                                Poll::Ready(Ok(n)) => {
+                                    c.out.drain(..n);
+                                }
+                                Poll::Ready(Err(e)) => {
+                                    return Poll::Ready(Wake::WriteFailed(*id, e));
+                                }
+                                Poll::Pending => break,
+                            }
+                        }
+                        if c.out.is_empty() && c.shutdown {
+                            match Pin::new(&mut c.stream).poll_shutdown(cx) {
+                                Poll::Ready(Ok(())) => c.shutdown = false,
+                                Poll::Ready(Err(e)) => {
+                                    return Poll::Ready(Wake::WriteFailed(*id, e));
+                                }
+                                Poll::Pending => {}
+                            }
+                        }
+                        if c.read_closed {
+                            continue;
+                        }
+                        let mut rb = ReadBuf::new(buf);
+                        match Pin::new(&mut c.stream).poll_read(cx, &mut rb) {
+                            Poll::Ready(Ok(())) => {
+                                return Poll::Ready(Wake::Read(*id, Ok(rb.filled().len())));
+                            }
+                            Poll::Ready(Err(e)) => return Poll::Ready(Wake::Read(*id, Err(e))),
+                            Poll::Pending => {}
                         }
                     }
                     Poll::Pending
                 });
                 tokio::select! {
                     biased;
-                    r = recv => Some(r),
+                    w = ready => Some(w),
                     () = sleep_until_opt(deadline) => None,
                 }
             };
             let now = self.now();
-            match received {
-                Some((i, socket, Ok((len, from)))) => {
+            match woke {
+                Some(Wake::Datagram(i, socket, Ok((len, from)))) => {
                     self.next_poll = i + 1;
                     let len = len.min(self.rx_buf.len());
                     self.machine.handle(
@@ -191,12 +363,117 @@ impl<H: HostMachine, N: Net> HostDriver<H, N> {
                         },
                     );
                 }
-                Some((_, _, Err(e))) => return Err(DriverError::Recv(e)),
+                Some(Wake::Datagram(_, _, Err(e))) => return Err(DriverError::Recv(e)),
+                Some(Wake::Accepted(listener)) => self.on_accepted(now, listener),
+                Some(Wake::Connected) => self.on_connected(now),
+                Some(Wake::Read(conn, Ok(0))) => {
+                    if let Some(c) = self.conns.get_mut(&conn) {
+                        c.read_closed = true;
+                    }
+                    self.machine
+                        .handle(now, Input::Closed { conn, error: None });
+                }
+                Some(Wake::Read(conn, Ok(n))) => {
+                    let n = n.min(self.rx_buf.len());
+                    self.machine.handle(
+                        now,
+                        Input::Received {
+                            conn,
+                            data: &self.rx_buf[..n],
+                        },
+                    );
+                }
+                Some(Wake::WriteFailed(conn, e)) => {
+                    self.conns.remove(&conn);
+                    self.machine.handle(
+                        now,
+                        Input::Closed {
+                            conn,
+                            error: Some(e.kind()),
+                        },
+                    );
+                }
+                Some(Wake::Read(conn, Err(e))) => {
+                    self.conns.remove(&conn);
+                    self.machine.handle(
+                        now,
+                        Input::Closed {
+                            conn,
+                            error: Some(e.kind()),
+                        },
+                    );
+                }
                 None => {
                     if deadline.is_some_and(|d| Instant::now() >= d) {
                         self.machine.handle_timeout(now);
                     }
                 }
+            }
+        }
+    }
+
+    fn on_accepted(&mut self, now: SimTime, listener: SocketId) {
+        for (l, r) in std::mem::take(&mut self.accepted) {
+            // The listener takes the next connection.
+            if let Some((rc, fut)) = self.listeners.get_mut(&l) {
+                *fut = self.net.accept(rc.clone());
+            }
+            match r {
+                Ok((stream, peer)) => {
+                    let conn = self.next_accepted;
+                    self.next_accepted = self.next_accepted.wrapping_add(1).max(ACCEPTED_BASE);
+                    self.conns.insert(conn, Conn::new(stream));
+                    self.machine.handle(
+                        now,
+                        Input::Connected {
+                            conn,
+                            listener: Some(l),
+                            peer,
+                        },
+                    );
+                }
+                Err(e) => self.machine.handle(
+                    now,
+                    Input::BindFailed {
+                        socket: listener,
+                        error: e.kind(),
+                    },
+                ),
+            }
+        }
+    }
+
+    fn on_connected(&mut self, now: SimTime) {
+        for (conn, r) in std::mem::take(&mut self.connected) {
+            match r {
+                Ok(stream) => {
+                    let peer = N::peer_of(&stream);
+                    self.conns.insert(conn, Conn::new(stream));
+                    match peer {
+                        Some(peer) => self.machine.handle(
+                            now,
+                            Input::Connected {
+                                conn,
+                                listener: None,
+                                peer,
+                            },
+                        ),
+                        None => self.machine.handle(
+                            now,
+                            Input::BindFailed {
+                                socket: conn,
+                                error: io::ErrorKind::NotConnected,
+                            },
+                        ),
+                    }
+                }
+                Err(e) => self.machine.handle(
+                    now,
+                    Input::BindFailed {
+                        socket: conn,
+                        error: e.kind(),
+                    },
+                ),
             }
         }
     }
@@ -251,6 +528,51 @@ impl<H: HostMachine, N: Net> HostDriver<H, N> {
                 }
                 Output::Close { socket } => {
                     self.sockets.remove(&socket);
+                    self.listeners.remove(&socket);
+                    self.connecting.remove(&socket);
+                    self.conns.remove(&socket);
+                }
+                Output::Listen { listener, port } => match self.net.listen(port).await {
+                    Ok(l) => {
+                        let local = N::listener_addr(&l);
+                        let l = Rc::new(l);
+                        let fut = self.net.accept(l.clone());
+                        self.listeners.insert(listener, (l, fut));
+                        match local {
+                            Ok(local) => self
+                                .machine
+                                .handle(now, Input::Listening { listener, local }),
+                            Err(e) => self.machine.handle(
+                                now,
+                                Input::BindFailed {
+                                    socket: listener,
+                                    error: e.kind(),
+                                },
+                            ),
+                        }
+                    }
+                    Err(e) => self.machine.handle(
+                        now,
+                        Input::BindFailed {
+                            socket: listener,
+                            error: e.kind(),
+                        },
+                    ),
+                },
+                Output::Connect { conn, destination } => {
+                    let fut = self.net.connect(destination);
+                    self.connecting.insert(conn, fut);
+                }
+                Output::Write { conn, len } => {
+                    let len = len.min(self.tx_buf.len());
+                    if let Some(c) = self.conns.get_mut(&conn) {
+                        c.out.extend(&self.tx_buf[..len]);
+                    }
+                }
+                Output::Shutdown { conn } => {
+                    if let Some(c) = self.conns.get_mut(&conn) {
+                        c.shutdown = true;
+                    }
                 }
             }
         }

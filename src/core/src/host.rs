@@ -1,8 +1,15 @@
 //! The sans-IO shape of a host's protocol software when it owns several
-//! sockets: inputs are datagrams on socket *k* and the outcome of binding
-//! it; outputs are binds, transmits on socket *k* and closes. One
-//! [`HostMachine`] is what a host runs, in the simulator and (through the
-//! host driver) over tokio in real programs.
+//! sockets and connections: inputs are datagrams on socket *k*, the outcome
+//! of binding it, TCP connections opened (connected or accepted), their
+//! bytes and their end; outputs are binds, transmits on socket *k*, TCP
+//! listens, connects, writes, half-closes and closes. One [`HostMachine`] is
+//! what a host runs, in the simulator and (through the host driver) over
+//! tokio in real programs.
+//!
+//! Handles: the machine names its datagram sockets, listeners and the
+//! connections it opens with its own numbers ([`SocketId`], below
+//! [`ACCEPTED_BASE`]); the driver names the connections it accepts from
+//! [`ACCEPTED_BASE`] upward.
 //!
 //! A single-socket [`Machine`] is a host machine through [`OneSocket`].
 //!
@@ -19,8 +26,12 @@ use std::net::SocketAddr;
 use crate::machine::{Machine, Transmit};
 use crate::time::SimTime;
 
-/// A host machine's name for one of its sockets (its own numbering).
+/// A host machine's name for one of its sockets, listeners or connections.
 pub type SocketId = u32;
+
+/// The first handle the driver gives an accepted connection; the machine's
+/// own handles stay below it.
+pub const ACCEPTED_BASE: SocketId = 1 << 31;
 
 /// Something that happened to a host machine.
 #[derive(Debug)]
@@ -41,12 +52,46 @@ pub enum Input<'a> {
         /// Its local address (the port chosen when 0 was asked).
         local: SocketAddr,
     },
-    /// A bind the machine asked for failed (e.g. the port is taken).
+    /// A bind, listen or connect the machine asked for failed (the port is
+    /// taken, the peer refused, no answer in time).
     BindFailed {
-        /// The socket.
+        /// The socket, listener or connection.
         socket: SocketId,
         /// Why.
         error: io::ErrorKind,
+    },
+    /// A TCP listen the machine asked for is in place.
+    Listening {
+        /// The listener.
+        listener: SocketId,
+        /// Its local address.
+        local: SocketAddr,
+    },
+    /// A TCP connection is open: one the machine connected, or one a
+    /// listener accepted (then `conn` is the driver's handle, from
+    /// [`ACCEPTED_BASE`], and `listener` names the listener).
+    Connected {
+        /// The connection.
+        conn: SocketId,
+        /// The listener that accepted it, for accepted connections.
+        listener: Option<SocketId>,
+        /// The peer's address.
+        peer: SocketAddr,
+    },
+    /// Bytes arrived on a TCP connection, in order.
+    Received {
+        /// The connection.
+        conn: SocketId,
+        /// The bytes.
+        data: &'a [u8],
+    },
+    /// A TCP connection ended: the peer closed its side (`error: None`, no
+    /// more bytes will come), or it failed (reset, user timeout).
+    Closed {
+        /// The connection.
+        conn: SocketId,
+        /// Why it failed, if it did.
+        error: Option<io::ErrorKind>,
     },
 }
 
@@ -72,10 +117,40 @@ pub enum Output {
         /// How many bytes of the buffer.
         len: usize,
     },
-    /// Close `socket`.
+    /// Close `socket` (a datagram socket, a listener or a connection).
     Close {
         /// The socket.
         socket: SocketId,
+    },
+    /// Listen for TCP connections at `port` (0: an ephemeral one). The
+    /// answer comes back as [`Input::Listening`] or [`Input::BindFailed`].
+    Listen {
+        /// The machine's name for the listener.
+        listener: SocketId,
+        /// The local port.
+        port: u16,
+    },
+    /// Open a TCP connection to `destination`. The answer comes back as
+    /// [`Input::Connected`] or [`Input::BindFailed`].
+    Connect {
+        /// The machine's name for the connection.
+        conn: SocketId,
+        /// Where to.
+        destination: SocketAddr,
+    },
+    /// Write the first `len` bytes of the buffer given to `poll_output` to
+    /// connection `conn` (all of them, in order).
+    Write {
+        /// The connection.
+        conn: SocketId,
+        /// How many bytes of the buffer.
+        len: usize,
+    },
+    /// Close the sending side of connection `conn` (TCP FIN); bytes can
+    /// still arrive.
+    Shutdown {
+        /// The connection.
+        conn: SocketId,
     },
 }
 
