@@ -573,23 +573,26 @@ impl Network {
             self.lose(at, &f, NetDrop::ReceiveBufferFull, cause);
             return;
         }
-        self.record(&TraceEvent::Arrived {
+        let (src_host, dst_host, window, src) = (f.src_host, f.dst_host, f.window, f.src);
+        let event = TraceEvent::Arrived {
             at,
             packet: f.packet,
             copy: f.copy,
             src: f.src,
             dst: f.dst,
-            bytes: f.bytes.clone(),
+            bytes: f.bytes,
             corruption: f.corruption,
             delivered_to_app: !caught,
             transport: Transport::Udp,
-        });
+        };
+        self.record(&event);
         let fate = caught.then_some("corrupt_checksum");
-        if let Some(l) = self.links.get_mut(&(f.src_host, f.dst_host)) {
-            l.settle(f.window, fate);
+        if let Some(l) = self.links.get_mut(&(src_host, dst_host)) {
+            l.settle(window, fate);
         }
-        if !caught {
-            inbox.queue.borrow_mut().push_back((f.src, f.bytes));
+        // The event is recorded: its bytes go on to the socket, uncopied.
+        if let (false, TraceEvent::Arrived { bytes, .. }) = (caught, event) {
+            inbox.queue.borrow_mut().push_back((src, bytes));
             inbox.ready.notify_one();
             if let Some(w) = inbox.waker.borrow_mut().take() {
                 w.wake();
@@ -799,7 +802,10 @@ impl Network {
         } else {
             Applied::default()
         };
-        let link_bytes = applied.bytes.unwrap_or_else(|| bytes.to_vec());
+        let link_bytes: std::borrow::Cow<'_, [u8]> = match applied.bytes {
+            Some(b) => std::borrow::Cow::Owned(b),
+            None => std::borrow::Cow::Borrowed(bytes),
+        };
         let path = Path {
             src,
             dst,

@@ -7,7 +7,7 @@ use std::net::{Ipv4Addr, SocketAddrV4};
 
 use serde::Serialize;
 use streamlab_core::time::SimTime;
-use streamlab_impair::{CopyIndex, Corruption, PacketId, Verdict};
+use streamlab_impair::{CopyFate, CopyIndex, Corruption, PacketId, Verdict};
 
 /// A simulated host as captures and reports name it.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
@@ -334,9 +334,18 @@ impl TraceEvent {
                 addr(out, src);
                 addr(out, dst);
                 bytes(out, b);
-                json(out, origin);
-                json(out, notes);
-                json(out, verdict);
+                match origin {
+                    Origin::Application => out(&[0]),
+                    Origin::Injected { rule } => {
+                        out(&[1]);
+                        bytes(out, rule.as_bytes());
+                    }
+                }
+                out(&(notes.len() as u64).to_be_bytes());
+                for n in notes {
+                    bytes(out, n.as_bytes());
+                }
+                encode_verdict(out, verdict);
                 if !transport.is_udp() {
                     json(out, transport);
                 }
@@ -359,7 +368,7 @@ impl TraceEvent {
                 addr(out, src);
                 addr(out, dst);
                 bytes(out, b);
-                json(out, corruption);
+                encode_corruption(out, corruption.as_ref());
                 out(&[u8::from(*delivered_to_app)]);
                 if !transport.is_udp() {
                     json(out, transport);
@@ -378,6 +387,47 @@ impl TraceEvent {
                 out(&copy.to_be_bytes());
                 out(&[*reason as u8]);
                 bytes(out, cause.as_bytes());
+            }
+        }
+    }
+}
+
+/// A copy's corruption, as fixed-width fields (`0` for none).
+fn encode_corruption(out: &mut impl FnMut(&[u8]), c: Option<&Corruption>) {
+    match c {
+        None => out(&[0]),
+        Some(c) => {
+            out(&[1, c.bit, c.old, c.new, u8::from(c.caught_by_checksum)]);
+            out(&(c.offset as u64).to_be_bytes());
+        }
+    }
+}
+
+/// A verdict as fixed-width fields: no text on the hot path (drop reasons,
+/// rarer, by their debug form).
+fn encode_verdict(out: &mut impl FnMut(&[u8]), v: &Verdict) {
+    out(&v.packet.0.to_be_bytes());
+    out(&v.sent_at.as_micros().to_be_bytes());
+    out(&(v.copies.len() as u64).to_be_bytes());
+    for c in &v.copies {
+        match c {
+            CopyFate::Delivered {
+                at,
+                delay,
+                corruption,
+            } => {
+                out(&[1, u8::from(delay.reordered)]);
+                out(&at.as_micros().to_be_bytes());
+                out(&delay.base_us.to_be_bytes());
+                out(&delay.jitter_us.to_be_bytes());
+                out(&delay.queue_us.to_be_bytes());
+                encode_corruption(out, corruption.as_ref());
+            }
+            other => {
+                let text = format!("{other:?}");
+                out(&[2]);
+                out(&(text.len() as u64).to_be_bytes());
+                out(text.as_bytes());
             }
         }
     }
