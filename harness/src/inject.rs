@@ -14,8 +14,7 @@ use streamlab_core::time::{SimTime, duration_micros};
 use crate::network::{Network, SimSocket};
 use crate::scenario::InjectDatagram;
 
-/// The first source port injected datagrams claim unless `from_port` says.
-pub const INJECT_BASE_PORT: u16 = 40_000;
+pub use crate::scenario::INJECT_BASE_PORT;
 
 fn sim_now() -> SimTime {
     turmoil::sim_elapsed().map_or(SimTime::ZERO, |d| SimTime::from_micros(duration_micros(d)))
@@ -96,7 +95,7 @@ pub(crate) async fn run_injector(
                 let w = slot.len().min(8);
                 slot[..w].copy_from_slice(&v[8 - w..]);
             }
-            sock.send_as(&bytes, src, dst, crate::runner::injected(index));
+            sock.send_as(&bytes, src, dst, crate::trace::Origin::injected(index));
             if gap > 0 && k + 1 < count {
                 tokio::time::sleep(Duration::from_micros(gap)).await;
             }

@@ -28,7 +28,7 @@ use crate::network::{HostState, Network, SimSocket, nic, v4};
 use crate::observe::Observer;
 use crate::rules::RuleSet;
 use crate::scenario::{Action, Loaded};
-use crate::trace::{HostInfo, Origin, TraceEvent, TraceSink};
+use crate::trace::{HostInfo, TraceEvent, TraceSink};
 
 /// The fixed epoch every simulation starts at: 2026-01-01T00:00:00Z.
 /// Captures show simulated time from here, so they are reproducible.
@@ -851,11 +851,4 @@ fn collect_hosts(
             h
         })
         .collect()
-}
-
-/// The origin used for injected datagrams.
-pub(crate) fn injected(index: usize) -> Origin {
-    Origin::Injected {
-        rule: format!("inject.datagrams[{index}]"),
-    }
 }

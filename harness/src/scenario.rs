@@ -17,6 +17,9 @@ use streamlab_impair::LinkConfig;
 
 pub use streamlab_core::sut::Bound;
 
+/// The first source port injected datagrams claim unless `from_port` says.
+pub const INJECT_BASE_PORT: u16 = 40_000;
+
 /// The default destination port of injected datagrams.
 pub const DEFAULT_PORT: u16 = 4444;
 
@@ -1334,7 +1337,7 @@ fn validate(s: &Scenario) -> Result<Compiled, Vec<ScenarioError>> {
                     format!("{}: give 1 to 10000", f.count),
                 ));
             }
-            let base = u32::from(d.from_port.unwrap_or(crate::inject::INJECT_BASE_PORT));
+            let base = u32::from(d.from_port.unwrap_or(INJECT_BASE_PORT));
             if f.sources == 0 || base + f.sources - 1 > 65_535 {
                 errs.push(ScenarioError::at(
                     format!("{p}.flood.sources"),
@@ -1482,12 +1485,12 @@ fn validate(s: &Scenario) -> Result<Compiled, Vec<ScenarioError>> {
             if let Some(b) = bound.contradiction() {
                 errs.push(ScenarioError::at(format!("{p}.stats.{path}"), b));
             }
-            if !crate::report::is_link_stat_path(path) {
+            if !crate::linkstats::is_link_stat_path(path) {
                 errs.push(ScenarioError::at(
                     format!("{p}.stats.{path}"),
                     format!(
                         "no link statistic named {path:?}; names are: {}",
-                        crate::report::link_stat_names().join(", ")
+                        crate::linkstats::link_stat_names().join(", ")
                     ),
                 ));
             }

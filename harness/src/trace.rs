@@ -196,6 +196,15 @@ impl NetDrop {
     }
 }
 
+impl Origin {
+    /// The origin of `inject.datagrams[index]`.
+    pub fn injected(index: usize) -> Origin {
+        Origin::Injected {
+            rule: format!("inject.datagrams[{index}]"),
+        }
+    }
+}
+
 /// One record of the trace.
 #[derive(Clone, Debug, PartialEq, Serialize)]
 #[serde(tag = "event", rename_all = "snake_case")]
