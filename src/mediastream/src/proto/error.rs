@@ -85,7 +85,7 @@ impl StreamError {
     }
 
     /// Every stable name without a parameter; `peer_error:<CODE>` is the
-    /// one parameterised name (see [`StreamError::is_name`]).
+    /// one parameterised name.
     pub const FIXED_NAMES: [&'static str; 7] = [
         "handshake_timeout",
         "stream_id_mismatch",
@@ -95,16 +95,6 @@ impl StreamError {
         "no_data",
         "aborted",
     ];
-
-    /// Whether `name` is a name [`StreamError::name`] can return: one of
-    /// [`StreamError::FIXED_NAMES`] or `peer_error:<CODE>` with a code name
-    /// as [`ErrorCode::name`] spells it (`BUSY`, `UNKNOWN_99`).
-    pub fn is_name(name: &str) -> bool {
-        match name.strip_prefix("peer_error:") {
-            Some(code) => is_code_name(code),
-            None => Self::FIXED_NAMES.contains(&name),
-        }
-    }
 
     /// The ERROR code this side sends when it fails for this reason, if it
     /// sends one (spec §8.1).
@@ -151,20 +141,4 @@ pub enum CommandError {
     /// A command on a closed machine.
     #[error("already closed")]
     Closed,
-}
-
-/// Whether `name` is an ERROR code name exactly as [`ErrorCode::name`]
-/// spells one: a defined code (`BUSY`) or `UNKNOWN_<n>` for an undefined
-/// `n` in 0..=65535 without leading zeros.
-pub fn is_code_name(name: &str) -> bool {
-    match name.strip_prefix("UNKNOWN_") {
-        Some(n) => n
-            .parse::<u16>()
-            .is_ok_and(|v| v.to_string() == n && ErrorCode::from(v).name() == name),
-        // The defined codes are small numbers (spec §2.6).
-        None => (0..=255u16).any(|v| {
-            let c = ErrorCode::from(v);
-            !matches!(c, ErrorCode::Unknown(_)) && c.name() == name
-        }),
-    }
 }

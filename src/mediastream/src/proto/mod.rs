@@ -18,7 +18,7 @@ mod stream;
 mod timer;
 
 pub use config::{ConfigError, InitiatorConfig, ResponderConfig};
-pub use error::{CommandError, Outcome, StreamError, is_code_name};
+pub use error::{CommandError, Outcome, StreamError};
 pub use initiator::{Initiator, InitiatorEvent, InitiatorState};
 pub use responder::{Responder, ResponderEvent, SessionInfo, SessionState};
 pub use stats::{InitiatorStats, ResponderStats};

@@ -731,19 +731,11 @@ impl Protocol for MediaStream {
         if role != "client" {
             return Vec::new();
         }
-        let mut names: Vec<String> = [
-            "handshake_timeout",
-            "stream_id_mismatch",
-            "unsupported_version",
-            "unexpected_frame",
-            "malformed_frame",
-            "no_data",
-            "aborted",
-            "bind_failed",
-        ]
-        .iter()
-        .map(|s| s.to_string())
-        .collect();
+        let mut names: Vec<String> = crate::proto::StreamError::FIXED_NAMES
+            .iter()
+            .chain(&["bind_failed"])
+            .map(|s| s.to_string())
+            .collect();
         names.extend(CODES.iter().map(|(_, n)| format!("peer_error:{n}")));
         names.push("peer_error:UNKNOWN_<code>".into());
         names
