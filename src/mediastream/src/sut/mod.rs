@@ -333,6 +333,30 @@ fn merge(
     serde_json::Value::Object(m)
 }
 
+/// A role's configuration: `options` with the role's `config` on top, read
+/// strictly; a key of `config` that contradicts `options` is refused (both
+/// ends of a stream must agree on it).
+fn role_config<T: serde::de::DeserializeOwned>(
+    options: &serde_json::Map<String, serde_json::Value>,
+    config: &serde_json::Map<String, serde_json::Value>,
+    path: &str,
+    errs: &mut Vec<SpecError>,
+) -> Option<T> {
+    for (k, v) in config {
+        if options.get(k).is_some_and(|o| o != v) {
+            errs.push(SpecError::at(
+                format!("{path}.{k}"),
+                format!(
+                    "contradicts options.{k}: both ends of a stream must agree on its parameters (spec §7)"
+                ),
+            ));
+        }
+    }
+    typed(merge(options, config), path)
+        .map_err(|e| errs.push(e))
+        .ok()
+}
+
 /// Deserialize `value` strictly, errors at their JSON path under `path`.
 pub(crate) fn typed<T: serde::de::DeserializeOwned>(
     value: serde_json::Value,
@@ -430,16 +454,8 @@ impl MediaStream {
                     ));
                 }
                 let cp = format!("{p}.config");
-                for k in c.config.keys() {
-                    if options.contains_key(k) && options.get(k) != c.config.get(k) {
-                        errs.push(SpecError::at(
-                            format!("{cp}.{k}"),
-                            format!("contradicts options.{k}: both ends of a stream must agree on its parameters (spec §7)"),
-                        ));
-                    }
-                }
-                match typed::<InitiatorConfig>(merge(options, &c.config), &cp) {
-                    Ok(config) => {
+                match role_config::<InitiatorConfig>(options, &c.config, &cp, errs) {
+                    Some(config) => {
                         if let Err(e) = config.validate() {
                             errs.push(SpecError::at(cp, e.to_string()));
                         }
@@ -450,10 +466,7 @@ impl MediaStream {
                             config,
                         }
                     }
-                    Err(e) => {
-                        errs.push(e);
-                        MsRole::Idle
-                    }
+                    None => MsRole::Idle,
                 }
             }
             "server" => {
@@ -472,16 +485,8 @@ impl MediaStream {
                     ));
                 }
                 let cp = format!("{p}.config");
-                for k in s.config.keys() {
-                    if options.contains_key(k) && options.get(k) != s.config.get(k) {
-                        errs.push(SpecError::at(
-                            format!("{cp}.{k}"),
-                            format!("contradicts options.{k}: both ends of a stream must agree on its parameters (spec §7)"),
-                        ));
-                    }
-                }
-                match typed::<ResponderConfig>(merge(options, &s.config), &cp) {
-                    Ok(config) => {
+                match role_config::<ResponderConfig>(options, &s.config, &cp, errs) {
+                    Some(config) => {
                         if let Err(e) = config.validate() {
                             errs.push(SpecError::at(cp, e.to_string()));
                         }
@@ -490,10 +495,7 @@ impl MediaStream {
                             config,
                         }
                     }
-                    Err(e) => {
-                        errs.push(e);
-                        MsRole::Idle
-                    }
+                    None => MsRole::Idle,
                 }
             }
             other => {
