@@ -11,7 +11,8 @@
 //! 4. peak resident memory for ever longer streams, and its ratio to the
 //!    shortest.
 //!
-//! Targets: harness within 1.25× of bare turmoil; ≥ 250× simulated to wall
+//! Targets: harness within 1.15× of bare turmoil without a capture and
+//! 1.25× with one; ≥ 400× simulated to wall
 //! time on the reference stream; memory flat in stream length. Timings are
 //! printed, never asserted: these machines are shared and noisy.
 
@@ -188,12 +189,12 @@ fn main() {
     );
     let per_sim = |w: Duration, s: Duration| w.as_secs_f64() / s.as_secs_f64();
     println!(
-        "  harness / bare turmoil (wall per simulated second): {:.2}x without capture, {:.2}x with capture (target <= 1.25x)",
+        "  harness / bare turmoil (wall per simulated second): {:.2}x without capture (target <= 1.15x), {:.2}x with capture (target <= 1.25x)",
         per_sim(harness_wall, harness_sim) / per_sim(bare_wall, bare_sim),
         per_sim(capture_wall, capture_sim) / per_sim(bare_wall, bare_sim),
     );
     println!(
-        "  simulated / wall on the reference stream: {:.0}x (target >= 250x)\n",
+        "  simulated / wall on the reference stream: {:.0}x (target >= 400x)\n",
         sim_rate(harness_sim, harness_wall)
     );
 
