@@ -19,7 +19,7 @@ fn every_media_stream_scenario_passes() {
         .filter(|p| p.extension().is_some_and(|x| x == "json"))
         .collect();
     files.sort();
-    assert!(files.len() >= 49, "{} scenarios", files.len());
+    assert!(files.len() >= 50, "{} scenarios", files.len());
     let mut failures = Vec::new();
     for path in &files {
         let loaded = match load(path) {
