@@ -191,7 +191,9 @@ pub fn parse_hex(data: &[u8]) {
 /// applied several times, at several send times.
 pub fn rules(data: &[u8]) {
     let mut r = Bytes(data);
-    let protocol: &'static dyn Protocol = &streamlab_mediastream::sut::MediaStream;
+    // Any registered protocol: the first byte chooses.
+    let all = crate::registry::protocols();
+    let protocol: &'static dyn Protocol = all[usize::from(r.u8()) % all.len()];
     let fields = protocol.fields();
     let kinds = protocol.kinds();
     let action = match r.u8() % 9 {
@@ -268,9 +270,13 @@ pub fn tshark_row(data: &[u8]) {
 
 /// Target `wire`: see the module docs.
 pub fn wire(data: &[u8]) {
+    // Every registered protocol's classifier never panics...
+    for p in crate::registry::protocols() {
+        let _ = p.classify(data);
+    }
+    // ...and the media stream's parser round-trips what it accepts.
     let _ = streamlab_mediastream::wire::peek_type(data);
     let _ = streamlab_mediastream::wire::peek_stream_id(data);
-    let _ = streamlab_mediastream::sut::classify(data);
     if let Ok(frame) = streamlab_mediastream::wire::parse(data) {
         let mut out = vec![0xa5; data.len()];
         assert_eq!(frame.emit(&mut out), Ok(data.len()), "re-emit length");

@@ -75,11 +75,23 @@ impl RuleSet {
         RuleSet { rules, protocol }
     }
 
+    /// No rules at all (a network that runs no scenario's rules).
+    #[cfg_attr(not(test), allow(dead_code))]
+    pub(crate) fn none() -> Self {
+        RuleSet {
+            rules: Vec::new(),
+            protocol: crate::registry::protocols()[0],
+        }
+    }
+
     /// Apply every rule for `from → to` to `bytes`, in order.
     pub(crate) fn apply(&mut self, now: SimTime, d: Datagram<'_>) -> Applied {
         let mut out = Applied::default();
         let mut cur: Option<Vec<u8>> = None;
         let protocol = self.protocol;
+        // The frame kind, read once per version of the bytes (a rewrite
+        // invalidates it), not once per rule.
+        let mut kind: Option<Option<&'static str>> = None;
         for c in &mut self.rules {
             if c.from != d.from || c.to != d.to {
                 continue;
@@ -91,10 +103,11 @@ impl RuleSet {
             {
                 continue;
             }
-            if let Some(kind) = &m.kind
-                && protocol.classify(data).kind != Some(kind.as_str())
-            {
-                continue;
+            if let Some(want) = &m.kind {
+                let have = *kind.get_or_insert_with(|| protocol.classify(data).kind);
+                if have != Some(want.as_str()) {
+                    continue;
+                }
             }
             let ms = now.as_millis();
             if m.from_ms.is_some_and(|f| ms < f) || m.until_ms.is_some_and(|u| ms >= u) {
@@ -159,6 +172,7 @@ impl RuleSet {
             };
             out.notes.push(format!("rule {}: {what}: {note}", c.label));
             cur = Some(b);
+            kind = None;
         }
         out.bytes = cur;
         out

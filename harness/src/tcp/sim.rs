@@ -138,7 +138,7 @@ where
         states,
         links,
         LinkConfig::default(),
-        RuleSet::new(&[], |_| None, &streamlab_mediastream::sut::MediaStream),
+        RuleSet::none(),
         recorder,
     )));
     {

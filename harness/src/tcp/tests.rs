@@ -651,10 +651,9 @@ mod host_machines {
                 }"#,
             ),
         );
-        let data = payload(21, 100_000);
+        let d = payload(21, 100_000);
         let result = Rc::new(RefCell::new(None));
         let r = result.clone();
-        let d = data.clone();
         let o = sim::run(
             &setup,
             |net, host| async move {
@@ -683,6 +682,5 @@ mod host_machines {
             retransmissions(&o.trace) > 0,
             "the link forced retransmissions"
         );
-        let _ = data;
     }
 }
