@@ -95,6 +95,27 @@ pub enum Command {
     Schema,
     /// List the registered protocols: roles, frame kinds, fields, codes.
     Protocols,
+    /// Run a scenario over a grid of knob values and seeds; write a table
+    /// (CSV, JSON) and SVG charts of success rate, completion time and the
+    /// protocol's metrics per point.
+    Sweep(crate::explore::cmd::SweepArgs),
+    /// Run many seeds of scenarios, each under a random fault plan, judged
+    /// by the invariants and `expect.under_faults`; group failures by
+    /// check and shrink the first of each.
+    Swarm(crate::explore::cmd::SwarmArgs),
+    /// Reduce a failing swarm seed to a minimal scenario that still fails
+    /// the same check.
+    Shrink(crate::explore::cmd::ShrinkArgs),
+    /// Merge the JSON reports of a sharded swarm into the report of one
+    /// unsharded run.
+    Merge {
+        /// The shards' reports (`swarm-shardKofM.json`).
+        #[arg(required = true)]
+        inputs: Vec<PathBuf>,
+        /// The merged report.
+        #[arg(long, short, default_value = "reports/swarm/swarm.json")]
+        output: PathBuf,
+    },
     /// Push synthetic datagrams through one link direction and print the
     /// realized statistics as one JSON object.
     LinkStats {
@@ -243,6 +264,10 @@ pub fn main() -> ExitCode {
             cmd_run(&paths, &opts, &reports, jobs)
         }
         Command::Validate { paths } => cmd_validate(&paths),
+        Command::Sweep(a) => crate::explore::cmd::cmd_sweep(a),
+        Command::Swarm(a) => crate::explore::cmd::cmd_swarm(a),
+        Command::Shrink(a) => crate::explore::cmd::cmd_shrink(a),
+        Command::Merge { inputs, output } => crate::explore::cmd::cmd_merge(&inputs, &output),
         Command::List { paths } => cmd_list(&paths),
         Command::Protocols => {
             for p in crate::registry::protocols() {

@@ -9,6 +9,7 @@
 pub mod capture;
 pub mod checks;
 pub mod cli;
+pub mod explore;
 pub mod fuzzing;
 mod inject;
 pub mod linkstats;
