@@ -14,6 +14,7 @@ mod inject;
 pub mod linkstats;
 mod network;
 mod observe;
+pub mod proxy;
 pub mod registry;
 pub mod report;
 mod rules;
