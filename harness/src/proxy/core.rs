@@ -918,6 +918,9 @@ impl ProxyCore {
         }
         if let Some(f) = self.flows.get_mut(&flow) {
             f.in_flight = f.in_flight.saturating_sub(1);
+            // A copy leaving (or lost) is activity too: the flow's idle
+            // time counts from the last one.
+            f.last_seen = f.last_seen.max(self.now);
         }
     }
 

@@ -343,6 +343,12 @@ const UPSTREAM_CHANNEL: usize = 4096;
 /// Largest UDP payload.
 const MAX_DATAGRAM: usize = 65_535;
 
+/// How much earlier than a copy's due time tokio's timer is asked to wake.
+const TIMER_GRANULARITY: Duration = Duration::from_millis(1);
+
+/// The longest precise (blocking) sleep before a due copy.
+const PRECISE_SLEEP_MAX: Duration = Duration::from_millis(2);
+
 /// How often idle flows are looked for.
 const EXPIRY_TICK: Duration = Duration::from_secs(1);
 
@@ -420,16 +426,28 @@ pub async fn run(
     tokio::pin!(stop);
     let far = start + Duration::from_secs(86_400 * 365 * 10);
     let ended_because = loop {
-        let wake = core
+        let due = core
             .poll_timeout()
-            .map_or(far, |t| start + Duration::from_micros(t.as_micros()));
+            .map(|t| start + Duration::from_micros(t.as_micros()));
+        // tokio's timer has millisecond granularity and rounds up: wake a
+        // little early and sleep the rest precisely.
+        let wake = due.map_or(far, |d| d.checked_sub(TIMER_GRANULARITY).unwrap_or(d));
         tokio::select! {
             biased;
             r = &mut stop => break r,
             _ = tokio::time::sleep_until(deadline.unwrap_or(far)), if deadline.is_some() => {
                 break EndReason::Duration;
             }
-            _ = tokio::time::sleep_until(wake) => {}
+            _ = tokio::time::sleep_until(wake) => {
+                if let Some(d) = due {
+                    let left = d.saturating_duration_since(Instant::now());
+                    if left <= PRECISE_SLEEP_MAX {
+                        // Blocks the relay for under two milliseconds; the
+                        // datagrams arriving meanwhile wait in the kernel.
+                        std::thread::sleep(left);
+                    }
+                }
+            }
             r = listen.recv_from(&mut buf) => match r {
                 Ok((n, from)) => {
                     let now = clock(start);
