@@ -240,7 +240,7 @@ fn hold_keeps_copies_until_release_and_set_link_opens_a_window() {
             at: SimTime::from_millis(300),
             change: Change::SetLink(
                 Dir::Down,
-                link(r#"{"loss":{"model":"random","probability":1.0}}"#),
+                Box::new(link(r#"{"loss":{"model":"random","probability":1.0}}"#)),
             ),
             origin: "t[2]".into(),
         },
@@ -350,7 +350,7 @@ fn arbitrary_inputs_never_panic_and_always_balance() {
         let mut core = ProxyCore::new(cfg).unwrap();
         let mut now = SimTime::ZERO;
         for (dt, up, port, len, action) in steps {
-            now = now + Duration::from_micros(dt);
+            now += Duration::from_micros(dt);
             match action {
                 0 => { core.expire_idle(now); }
                 _ => {

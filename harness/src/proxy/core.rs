@@ -88,7 +88,7 @@ pub struct FlowId(pub u64);
 #[derive(Clone, Debug, PartialEq)]
 pub enum Change {
     /// Apply a new link configuration to a direction.
-    SetLink(Dir, LinkConfig),
+    SetLink(Dir, Box<LinkConfig>),
     /// Cut a direction: copies in flight and sent while cut are lost
     /// (`partition`).
     Partition(Dir),

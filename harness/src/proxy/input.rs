@@ -144,56 +144,53 @@ pub fn parse_timeline(text: &str, origin: &str) -> Result<Vec<Timed>, String> {
             ));
             continue;
         }
-        let (key, dirs, change): (&str, Result<Vec<Dir>, String>, fn(Dir) -> Option<Change>) =
-            match &actions[0] {
-                Action::SetLink(s) => {
-                    let key = "set_link";
-                    let dirs = dirs_of(&s.from, &s.to, s.oneway);
-                    if let Err(errs) = s.config.validate(&format!("{p}.set_link.config")) {
-                        for err in errs {
-                            errors.push(format!("{origin}: {err}"));
-                        }
+        let (key, dirs, change): (&str, Result<Vec<Dir>, String>, ChangeFn) = match &actions[0] {
+            Action::SetLink(s) => {
+                let key = "set_link";
+                let dirs = dirs_of(&s.from, &s.to, s.oneway);
+                if let Err(errs) = s.config.validate(&format!("{p}.set_link.config")) {
+                    for err in errs {
+                        errors.push(format!("{origin}: {err}"));
                     }
-                    match dirs {
-                        Ok(ds) => {
-                            for d in ds {
-                                out.push(Timed {
-                                    at,
-                                    change: Change::SetLink(d, s.config.clone()),
-                                    origin: format!("{p}.{key} {}", d.link_name()),
-                                });
-                            }
-                        }
-                        Err(m) => errors.push(format!("{origin}: {p}.{key}.{m}")),
-                    }
-                    continue;
                 }
-                Action::Partition(x) => ("partition", path_dirs(x), |d| Some(Change::Partition(d))),
-                Action::Repair(x) => ("repair", path_dirs(x), |d| Some(Change::Repair(d))),
-                Action::Hold(x) => ("hold", path_dirs(x), |d| Some(Change::Hold(d))),
-                Action::Release(x) => ("release", path_dirs(x), |d| Some(Change::Release(d))),
-                Action::Crash(_) | Action::Restart(_) => {
-                    let key = if e.crash.is_some() {
-                        "crash"
-                    } else {
-                        "restart"
-                    };
-                    errors.push(format!(
+                match dirs {
+                    Ok(ds) => {
+                        for d in ds {
+                            out.push(Timed {
+                                at,
+                                change: Change::SetLink(d, Box::new(s.config.clone())),
+                                origin: format!("{p}.{key} {}", d.link_name()),
+                            });
+                        }
+                    }
+                    Err(m) => errors.push(format!("{origin}: {p}.{key}.{m}")),
+                }
+                continue;
+            }
+            Action::Partition(x) => ("partition", path_dirs(x), Change::Partition),
+            Action::Repair(x) => ("repair", path_dirs(x), Change::Repair),
+            Action::Hold(x) => ("hold", path_dirs(x), Change::Hold),
+            Action::Release(x) => ("release", path_dirs(x), Change::Release),
+            Action::Crash(_) | Action::Restart(_) => {
+                let key = if e.crash.is_some() {
+                    "crash"
+                } else {
+                    "restart"
+                };
+                errors.push(format!(
                         "{origin}: {p}.{key}: not supported by the proxy (the hosts are real programs); use partition, repair, hold, release or set_link"
                     ));
-                    continue;
-                }
-            };
+                continue;
+            }
+        };
         match dirs {
             Ok(ds) => {
                 for d in ds {
-                    if let Some(c) = change(d) {
-                        out.push(Timed {
-                            at,
-                            change: c,
-                            origin: format!("{p}.{key} {}", d.link_name()),
-                        });
-                    }
+                    out.push(Timed {
+                        at,
+                        change: change(d),
+                        origin: format!("{p}.{key} {}", d.link_name()),
+                    });
                 }
             }
             Err(m) => errors.push(format!("{origin}: {p}.{key}.{m}")),
@@ -205,6 +202,9 @@ pub fn parse_timeline(text: &str, origin: &str) -> Result<Vec<Timed>, String> {
         Err(errors.join("\n"))
     }
 }
+
+/// Builds a change for one direction.
+type ChangeFn = fn(Dir) -> Change;
 
 fn path_suffix(path: &str) -> String {
     if path.is_empty() || path == "." {
@@ -269,7 +269,7 @@ mod tests {
             ),
             (
                 r#"[{"at_ms":1,"partiton":{"from":"client","to":"upstream"}}]"#,
-                "timeline[0]: unknown field `partiton`",
+                "timeline[0].partiton: unknown field `partiton`",
             ),
             (r#"[{"at_ms":-1}]"#, "timeline[0].at_ms"),
             (

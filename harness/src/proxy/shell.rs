@@ -2,6 +2,7 @@
 //! capture file and the report.
 
 use std::collections::BTreeMap;
+use std::collections::btree_map::Entry;
 use std::future::Future;
 use std::io::{BufWriter, Write as _};
 use std::net::{SocketAddr, ToSocketAddrs};
@@ -456,10 +457,10 @@ pub async fn run(
                     let due = core.poll(now);
                     send_all(&mut core, &listen, &upstreams, now, due);
                     if let Ok(flow) = core.open_flow(now, from) {
-                        if !upstreams.contains_key(&flow) {
+                        if let Entry::Vacant(slot) = upstreams.entry(flow) {
                             match open_upstream(opts.upstream, flow, tx.clone()).await {
                                 Ok(u) => {
-                                    upstreams.insert(flow, u);
+                                    slot.insert(u);
                                 }
                                 Err(_) => io_errors.upstream_socket += 1,
                             }
