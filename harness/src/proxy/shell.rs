@@ -418,18 +418,22 @@ pub async fn run(
         opts.upstream_name, opts.upstream, opts.core.seed
     );
     let start = Instant::now();
-    let deadline = opts.duration.map(|d| start + d);
+    let far = start
+        .checked_add(Duration::from_secs(86_400 * 365 * 10))
+        .unwrap_or(start);
+    let deadline = opts.duration.map(|d| start.checked_add(d).unwrap_or(far));
     let (tx, mut rx) = mpsc::channel::<(FlowId, Vec<u8>)>(UPSTREAM_CHANNEL);
     let mut upstreams: BTreeMap<FlowId, Upstream> = BTreeMap::new();
     let mut io_errors = IoErrors::default();
     let mut buf = vec![0u8; MAX_DATAGRAM];
     let mut next_expiry = start + EXPIRY_TICK;
     tokio::pin!(stop);
-    let far = start + Duration::from_secs(86_400 * 365 * 10);
     let ended_because = loop {
-        let due = core
-            .poll_timeout()
-            .map(|t| start + Duration::from_micros(t.as_micros()));
+        let due = core.poll_timeout().map(|t| {
+            start
+                .checked_add(Duration::from_micros(t.as_micros()))
+                .unwrap_or(far)
+        });
         // tokio's timer has millisecond granularity and rounds up: wake a
         // little early and sleep the rest precisely.
         let wake = due.map_or(far, |d| d.checked_sub(TIMER_GRANULARITY).unwrap_or(d));
