@@ -803,6 +803,7 @@ fn a_timeline_partition_against_real_sockets_and_a_clean_duration_end() {
     let (echo, echo_thread) = echo_server(stop.clone());
     let capture = dir.join("t.pcapng");
     let report_path = dir.join("t.json");
+    let decisions = dir.join("t.decisions");
     let (mut proxy, addr) = start_proxy(&[
         "--upstream".into(),
         echo.to_string(),
@@ -816,6 +817,8 @@ fn a_timeline_partition_against_real_sockets_and_a_clean_duration_end() {
         report_path.display().to_string(),
         "--duration".into(),
         "2.2".into(),
+        "--decisions".into(),
+        decisions.display().to_string(),
     ]);
     let (sent, got) = send_for(addr, Duration::from_millis(10), Duration::from_millis(1800));
     let status = proxy.wait(Duration::from_secs(10));
@@ -839,6 +842,16 @@ fn a_timeline_partition_against_real_sockets_and_a_clean_duration_end() {
         Some(4),
         "{report}"
     );
+    // The decision log is what the digest is taken over.
+    let log = std::fs::read(&decisions).unwrap();
+    use sha2::Digest as _;
+    assert_eq!(
+        hex::encode(sha2::Sha256::digest(&log)),
+        report["decisions"]["sha256"].as_str().unwrap()
+    );
+    let lines = log.iter().filter(|b| **b == b'\n').count() as u64;
+    assert_eq!(lines, n(&report["decisions"]["count"]));
+    assert_eq!(lines, n(&up["datagrams"]) + n(&links[1]["datagrams"]));
     if let Some(rows) = check_capture_against_report(
         "a_timeline_partition_against_real_sockets_and_a_clean_duration_end",
         &capture,
@@ -959,6 +972,16 @@ fn bad_input_exits_2_naming_the_field() {
             "jiter_ms",
         ),
         (vec!["--link", "nosuchpreset"], "--link nosuchpreset"),
+        (
+            vec![
+                "proxy",
+                "--listen",
+                "127.0.0.1:45678",
+                "--upstream",
+                "127.0.0.1:45678",
+            ],
+            "--upstream",
+        ),
         (vec!["--link", &bl], "delay.base_ms"),
         (vec!["--timeline", &tl], "timeline[0].partition.to"),
         (

@@ -134,6 +134,9 @@ pub struct CoreConfig {
     pub timeline: Vec<Timed>,
     /// Whether to produce trace events (for a capture).
     pub trace: bool,
+    /// Whether to keep the decision log's lines for
+    /// [`ProxyCore::take_decision_lines`].
+    pub log_decisions: bool,
 }
 
 impl CoreConfig {
@@ -149,6 +152,7 @@ impl CoreConfig {
             upstream_port: 0,
             timeline: Vec::new(),
             trace: false,
+            log_decisions: false,
         }
     }
 }
@@ -345,7 +349,7 @@ fn drop_cause(reason: &DropReason) -> &'static str {
         DropReason::Loss { .. } => "loss",
         DropReason::QueueFull { .. } => "queue_full",
         DropReason::Mtu { .. } => "mtu",
-        DropReason::External { .. } => "rule",
+        DropReason::External { .. } => "external",
         _ => "other",
     }
 }
@@ -451,6 +455,8 @@ pub struct ProxyCore {
     ready: Vec<Outgoing>,
     trace: bool,
     events: Vec<TraceEvent>,
+    log_decisions: bool,
+    decision_lines: Vec<String>,
     digest: Sha256,
     decisions: u64,
     lateness_us: BTreeMap<u64, u64>,
@@ -484,6 +490,8 @@ impl ProxyCore {
             ready: Vec::new(),
             trace: config.trace,
             events: Vec::new(),
+            log_decisions: config.log_decisions,
+            decision_lines: Vec::new(),
             digest: Sha256::new(),
             decisions: 0,
             lateness_us: BTreeMap::new(),
@@ -639,7 +647,8 @@ impl ProxyCore {
             f.in_flight += u64::from(delivered);
             f.datagrams[dir.index()] += 1;
         }
-        self.log_decision(dir, flow, bytes.len(), &verdict);
+        let cause = external.unwrap_or("");
+        self.log_decision(dir, flow, bytes.len(), &verdict, cause);
         if self.trace {
             let (src, dst) = self.capture_addrs(
                 dir,
@@ -664,7 +673,7 @@ impl ProxyCore {
     /// copy, what the engine decided that does not depend on arrival times
     /// (delivered with base, jitter, reorder and corrupted bit; or dropped
     /// with its reason).
-    fn log_decision(&mut self, dir: Dir, flow: FlowId, len: usize, v: &Verdict) {
+    fn log_decision(&mut self, dir: Dir, flow: FlowId, len: usize, v: &Verdict, external: &str) {
         use std::fmt::Write as _;
         let mut line = format!(
             "{} {} {} {} {}:",
@@ -689,7 +698,11 @@ impl ProxyCore {
                     }
                 }
                 CopyFate::Dropped { reason } => {
-                    let _ = write!(line, " x/{}", drop_cause(reason));
+                    let cause = match reason {
+                        DropReason::External { .. } if !external.is_empty() => external,
+                        r => drop_cause(r),
+                    };
+                    let _ = write!(line, " x/{cause}");
                 }
                 _ => line.push_str(" ?"),
             }
@@ -697,6 +710,16 @@ impl ProxyCore {
         line.push('\n');
         self.digest.update(line.as_bytes());
         self.decisions += 1;
+        if self.log_decisions {
+            self.decision_lines.push(line);
+        }
+    }
+
+    /// The decision log's lines since the last call (each ends with a
+    /// newline; the digest is the SHA-256 of all of them, in order), when
+    /// [`CoreConfig::log_decisions`] is set.
+    pub fn take_decision_lines(&mut self) -> Vec<String> {
+        std::mem::take(&mut self.decision_lines)
     }
 
     /// The digest over the decisions so far.

@@ -55,6 +55,10 @@ pub struct ProxyArgs {
     /// as one line).
     #[arg(long, value_name = "FILE.json")]
     pub report: Option<PathBuf>,
+    /// Write the decision log here, one line per datagram (its SHA-256 is
+    /// the report's decisions.sha256), to compare runs line by line.
+    #[arg(long, value_name = "FILE")]
+    pub decisions: Option<PathBuf>,
     /// Timeline of changes (set_link, partition, repair, hold, release):
     /// a JSON array of scenario timeline entries between the hosts
     /// `client` and `upstream`.
@@ -107,6 +111,8 @@ pub struct ProxyOptions {
     pub capture: Option<PathBuf>,
     /// Report file.
     pub report: Option<PathBuf>,
+    /// Decision log file.
+    pub decisions: Option<PathBuf>,
     /// Run time limit.
     pub duration: Option<Duration>,
 }
@@ -136,6 +142,12 @@ impl ProxyOptions {
             None => Vec::new(),
         };
         let upstream = resolve(&a.upstream, a.listen)?;
+        if upstream == a.listen {
+            return Err(format!(
+                "--upstream {}: is the proxy's own --listen address (datagrams would loop)",
+                a.upstream
+            ));
+        }
         let mut core = CoreConfig::new(a.seed, up, down);
         core.max_flows = a.max_flows as usize;
         core.max_queued = a.max_queued as usize;
@@ -143,6 +155,7 @@ impl ProxyOptions {
         core.upstream_port = upstream.port();
         core.timeline = timeline;
         core.trace = a.capture.is_some();
+        core.log_decisions = a.decisions.is_some();
         Ok(ProxyOptions {
             listen: a.listen,
             upstream_name: a.upstream.clone(),
@@ -150,6 +163,7 @@ impl ProxyOptions {
             core,
             capture: a.capture.clone(),
             report: a.report.clone(),
+            decisions: a.decisions.clone(),
             duration: a.duration,
         })
     }
@@ -218,6 +232,10 @@ pub struct ProxyReport {
     pub capture: Option<String>,
     /// A capture write problem, if any.
     pub capture_error: Option<String>,
+    /// The decision log written, if any.
+    pub decisions_file: Option<String>,
+    /// A decision log write problem, if any.
+    pub decisions_error: Option<String>,
     /// Socket errors.
     pub io_errors: IoErrors,
 }
@@ -289,6 +307,10 @@ pub fn main(args: ProxyArgs) -> ExitCode {
     }
     if let Some(e) = &report.capture_error {
         eprintln!("streamlab proxy: capture: {e}");
+        return ExitCode::from(1);
+    }
+    if let Some(e) = &report.decisions_error {
+        eprintln!("streamlab proxy: decision log: {e}");
         return ExitCode::from(1);
     }
     ExitCode::SUCCESS
@@ -411,6 +433,17 @@ pub async fn run(
         }
     };
     let mut capture_error: Option<String> = None;
+    let mut decisions = match &opts.decisions {
+        None => None,
+        Some(p) => Some(BufWriter::new(std::fs::File::create(p).map_err(|e| {
+            format!(
+                "--decisions {}: {}",
+                p.display(),
+                crate::scenario::io_cause(&e)
+            )
+        })?)),
+    };
+    let mut decisions_error: Option<String> = None;
     let mut core = ProxyCore::new(opts.core.clone())
         .map_err(|(d, e)| format!("link {}: {e}", d.link_name()))?;
     eprintln!(
@@ -496,12 +529,19 @@ pub async fn run(
         let due = core.poll(now);
         send_all(&mut core, &listen, &upstreams, now, due);
         write_events(&mut core, &mut capture, &mut capture_error);
+        write_decisions(&mut core, &mut decisions, &mut decisions_error);
     };
     let now = clock(start);
     let due = core.poll(now);
     send_all(&mut core, &listen, &upstreams, now, due);
     let report = core.finish(now);
     write_events(&mut core, &mut capture, &mut capture_error);
+    write_decisions(&mut core, &mut decisions, &mut decisions_error);
+    if let Some(mut d) = decisions.take()
+        && let Err(e) = d.flush()
+    {
+        decisions_error = Some(e.to_string());
+    }
     if let Some(w) = capture.take()
         && capture_error.is_none()
     {
@@ -522,8 +562,26 @@ pub async fn run(
         core: report,
         capture: opts.capture.map(|p| p.display().to_string()),
         capture_error,
+        decisions_file: opts.decisions.map(|p| p.display().to_string()),
+        decisions_error,
         io_errors,
     })
+}
+
+fn write_decisions(
+    core: &mut ProxyCore,
+    out: &mut Option<BufWriter<std::fs::File>>,
+    error: &mut Option<String>,
+) {
+    let lines = core.take_decision_lines();
+    let Some(w) = out.as_mut() else { return };
+    for l in &lines {
+        if let Err(e) = w.write_all(l.as_bytes()) {
+            *error = Some(e.to_string());
+            *out = None;
+            return;
+        }
+    }
 }
 
 fn write_events(
