@@ -593,6 +593,9 @@ impl ProxyCore {
         self.next_packet += 1;
         let client = self.flows.get(&flow).map(|f| f.client);
         let max_queued = self.max_queued;
+        let len = bytes.len();
+        // The capture needs the datagram as received; the engine takes it.
+        let as_sent = self.trace.then(|| bytes.clone());
         let side = &mut self.sides[dir.index()];
         let (verdict, external) = match client {
             None => (
@@ -611,7 +614,7 @@ impl ProxyCore {
                 },
                 Some("queue_full"),
             ),
-            Some(_) => (side.engine.send(now, packet, bytes.clone()), None),
+            Some(_) => (side.engine.send(now, packet, bytes), None),
         };
         match external {
             Some("queue_full") => side.count_sent(&verdict, true),
@@ -648,8 +651,8 @@ impl ProxyCore {
             f.datagrams[dir.index()] += 1;
         }
         let cause = external.unwrap_or("");
-        self.log_decision(dir, flow, bytes.len(), &verdict, cause);
-        if self.trace {
+        self.log_decision(dir, flow, len, &verdict, cause);
+        if let Some(bytes) = as_sent {
             let (src, dst) = self.capture_addrs(
                 dir,
                 client.unwrap_or(SocketAddr::V4(SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, 0))),
@@ -1028,7 +1031,7 @@ impl ProxyCore {
             .collect()
     }
 
-    /// The direction's side (for `dir`-specific limits in tests).
+    /// Copies queued in direction `dir`: in the engine plus held.
     pub fn queued(&self, dir: Dir) -> usize {
         self.sides[dir.index()].queued()
     }
