@@ -1005,3 +1005,52 @@ fn bad_input_exits_2_naming_the_field() {
         assert!(!err.contains("panicked"), "{err}");
     }
 }
+
+#[test]
+fn timeline_and_link_text_never_panics() {
+    use proptest::prelude::*;
+    let fragments = prop::sample::select(vec![
+        "[",
+        "]",
+        "{",
+        "}",
+        ",",
+        ":",
+        "\"at_ms\"",
+        "\"partition\"",
+        "\"set_link\"",
+        "\"hold\"",
+        "\"release\"",
+        "\"repair\"",
+        "\"crash\"",
+        "\"from\"",
+        "\"to\"",
+        "\"client\"",
+        "\"upstream\"",
+        "\"oneway\"",
+        "true",
+        "\"config\"",
+        "\"loss\"",
+        "\"model\"",
+        "\"random\"",
+        "\"probability\"",
+        "1e400",
+        "-1",
+        "0",
+        "18446744073709551616",
+        "0.5",
+        "\"preset\"",
+        "\"lte\"",
+        "null",
+        "\"delay\"",
+        "\"base_ms\"",
+        "\"\\u0000\"",
+    ]);
+    let text = proptest::collection::vec(fragments, 0..40).prop_map(|v| v.concat());
+    proptest!(ProptestConfig::with_cases(2000), |(t in text)| {
+        let _ = parse_timeline(&t, "fuzz");
+        if t.starts_with('{') {
+            let _ = streamlab_harness::proxy::parse_link("--link", &t);
+        }
+    });
+}

@@ -355,7 +355,9 @@ fn drop_cause(reason: &DropReason) -> &'static str {
 }
 
 /// Nearest-rank percentiles of the scheduling error (how late a copy left
-/// the proxy after it was due), µs.
+/// the proxy after it was due), µs: exact below 10 ms, to three significant
+/// digits (rounded down) above, so that the histogram stays small whatever
+/// the run's length.
 #[derive(Clone, Debug, Default, PartialEq, Serialize)]
 pub struct SchedulingError {
     /// Copies measured.
@@ -822,7 +824,7 @@ impl ProxyCore {
             let late = now.saturating_duration_since(d.at).as_micros();
             *self
                 .lateness_us
-                .entry(u64::try_from(late).unwrap_or(u64::MAX))
+                .entry(lateness_bucket(u64::try_from(late).unwrap_or(u64::MAX)))
                 .or_default() += 1;
             let due = d.at;
             if let Some(o) = self.leave(due, dir, d) {
@@ -1081,4 +1083,40 @@ fn percentiles(h: &BTreeMap<u64, u64>) -> SchedulingError {
 pub(crate) fn time_label(t: SimTime) -> String {
     let us = t.as_micros();
     format!("{}.{:06}s", us / 1_000_000, us % 1_000_000)
+}
+
+/// The histogram key of a lateness: exact below 10 000 µs, else rounded
+/// down to three significant digits (at most 900 keys per decade).
+fn lateness_bucket(us: u64) -> u64 {
+    if us < 10_000 {
+        return us;
+    }
+    let mut scale = 1;
+    while us / scale >= 1000 {
+        scale *= 10;
+    }
+    us / scale * scale
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lateness_buckets_are_exact_then_three_digits() {
+        assert_eq!(lateness_bucket(0), 0);
+        assert_eq!(lateness_bucket(9_999), 9_999);
+        assert_eq!(lateness_bucket(12_345), 12_300);
+        assert_eq!(lateness_bucket(1_234_567), 1_230_000);
+        assert_eq!(
+            lateness_bucket(u64::MAX),
+            u64::MAX / 10u64.pow(17) * 10u64.pow(17)
+        );
+        let mut h = BTreeMap::new();
+        for v in 1..=100u64 {
+            h.insert(v, 1);
+        }
+        let p = percentiles(&h);
+        assert_eq!((p.p50_us, p.p90_us, p.p99_us, p.max_us), (50, 90, 99, 100));
+    }
 }

@@ -361,7 +361,7 @@ impl Drop for Upstream {
 }
 
 /// Datagrams from upstream sockets queued for the core at most.
-const UPSTREAM_CHANNEL: usize = 4096;
+const UPSTREAM_CHANNEL: usize = 1024;
 
 /// Largest UDP payload.
 const MAX_DATAGRAM: usize = 65_535;
