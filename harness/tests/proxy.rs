@@ -1054,3 +1054,42 @@ fn timeline_and_link_text_never_panics() {
         }
     });
 }
+
+#[test]
+fn each_client_gets_its_own_flow_relayed_at_once() {
+    let stop = Arc::new(AtomicBool::new(false));
+    let (echo, echo_thread) = echo_server(stop.clone());
+    // No impairment: a new flow's first datagram leaves as soon as its
+    // upstream socket exists.
+    let (mut proxy, addr) = start_proxy(&[
+        "--upstream".into(),
+        echo.to_string(),
+        "--duration".into(),
+        "1.5".into(),
+    ]);
+    let clients: Vec<UdpSocket> = (0..3)
+        .map(|_| {
+            let c = UdpSocket::bind("127.0.0.1:0").unwrap();
+            c.set_read_timeout(Some(Duration::from_secs(1))).unwrap();
+            c
+        })
+        .collect();
+    for (i, c) in clients.iter().enumerate() {
+        c.send_to(format!("hello {i}").as_bytes(), addr).unwrap();
+        let mut buf = [0u8; 64];
+        let (n, from) = c
+            .recv_from(&mut buf)
+            .unwrap_or_else(|e| panic!("client {i}: no echo: {e}\n{}", proxy.output()));
+        assert_eq!(&buf[..n], format!("hello {i}").as_bytes());
+        assert_eq!(from, addr);
+    }
+    let status = proxy.wait(Duration::from_secs(10));
+    stop.store(true, Ordering::Relaxed);
+    assert_eq!(echo_thread.join().unwrap(), 3);
+    assert_eq!(status.code(), Some(0), "{}", proxy.output());
+    let report = proxy.last_json();
+    assert_eq!(report["flows"]["opened"], 3, "{report}");
+    for l in report_links(&report) {
+        assert_eq!((n(&l["sent"]), n(&l["delivered"])), (3, 3), "{l}");
+    }
+}

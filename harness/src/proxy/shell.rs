@@ -350,7 +350,8 @@ fn clock(start: Instant) -> SimTime {
 }
 
 struct Upstream {
-    socket: Arc<UdpSocket>,
+    /// The same socket as the reader's, for sends (see [`bind_pair`]).
+    sender: std::net::UdpSocket,
     reader: JoinHandle<()>,
 }
 
@@ -385,7 +386,7 @@ pub async fn run(
     opts: ProxyOptions,
     stop: impl Future<Output = EndReason>,
 ) -> Result<ProxyReport, String> {
-    let listen = UdpSocket::bind(opts.listen).await.map_err(|e| {
+    let (listen, listen_tx) = bind_pair(opts.listen, None).map_err(|e| {
         format!(
             "--listen {}: {}",
             opts.listen,
@@ -492,7 +493,7 @@ pub async fn run(
                     // What was due goes out first (and the engine's queue
                     // holds only copies in flight).
                     let due = core.poll(now);
-                    send_all(&mut core, &listen, &upstreams, now, due);
+                    send_all(&mut core, &listen_tx, &upstreams, now, due);
                     if let Ok(flow) = core.open_flow(now, from) {
                         if let Entry::Vacant(slot) = upstreams.entry(flow) {
                             match open_upstream(opts.upstream, flow, tx.clone()).await {
@@ -513,7 +514,7 @@ pub async fn run(
                     io_errors.upstream_recv += 1;
                 } else {
                     let due = core.poll(now);
-                    send_all(&mut core, &listen, &upstreams, now, due);
+                    send_all(&mut core, &listen_tx, &upstreams, now, due);
                     core.receive(now, Dir::Down, flow, bytes);
                 }
             }
@@ -527,13 +528,13 @@ pub async fn run(
         }
         let now = clock(start);
         let due = core.poll(now);
-        send_all(&mut core, &listen, &upstreams, now, due);
+        send_all(&mut core, &listen_tx, &upstreams, now, due);
         write_events(&mut core, &mut capture, &mut capture_error);
         write_decisions(&mut core, &mut decisions, &mut decisions_error);
     };
     let now = clock(start);
     let due = core.poll(now);
-    send_all(&mut core, &listen, &upstreams, now, due);
+    send_all(&mut core, &listen_tx, &upstreams, now, due);
     let report = core.finish(now);
     write_events(&mut core, &mut capture, &mut capture_error);
     write_decisions(&mut core, &mut decisions, &mut decisions_error);
@@ -612,10 +613,8 @@ async fn open_upstream(
     } else {
         (std::net::Ipv6Addr::UNSPECIFIED, 0).into()
     };
-    let socket = UdpSocket::bind(bind).await?;
-    socket.connect(upstream).await?;
-    let socket = Arc::new(socket);
-    let rs = socket.clone();
+    let (socket, sender) = bind_pair(bind, Some(upstream))?;
+    let rs = Arc::new(socket);
     let reader = tokio::spawn(async move {
         let mut buf = vec![0u8; MAX_DATAGRAM];
         loop {
@@ -637,12 +636,30 @@ async fn open_upstream(
             }
         }
     });
-    Ok(Upstream { socket, reader })
+    Ok(Upstream { sender, reader })
+}
+
+/// A non-blocking socket bound to `addr` (and connected to `connect`),
+/// twice: registered with tokio for receiving, and a clone of the same
+/// socket for sending. A send on the clone is one system call, whatever
+/// tokio last learnt about the socket's readiness (tokio's `try_send`
+/// reports `WouldBlock` on a socket the reactor has not yet seen writable).
+fn bind_pair(
+    addr: SocketAddr,
+    connect: Option<SocketAddr>,
+) -> std::io::Result<(UdpSocket, std::net::UdpSocket)> {
+    let socket = std::net::UdpSocket::bind(addr)?;
+    if let Some(to) = connect {
+        socket.connect(to)?;
+    }
+    socket.set_nonblocking(true)?;
+    let sender = socket.try_clone()?;
+    Ok((UdpSocket::from_std(socket)?, sender))
 }
 
 fn send_all(
     core: &mut ProxyCore,
-    listen: &UdpSocket,
+    listen: &std::net::UdpSocket,
     upstreams: &BTreeMap<FlowId, Upstream>,
     now: SimTime,
     due: Vec<Outgoing>,
@@ -650,13 +667,13 @@ fn send_all(
     for o in due {
         let r = match o.dir {
             Dir::Up => match upstreams.get(&o.flow) {
-                Some(u) => u.socket.try_send(&o.bytes).map(|_| ()),
+                Some(u) => u.sender.send(&o.bytes).map(|_| ()),
                 None => Err(std::io::Error::new(
                     std::io::ErrorKind::NotConnected,
                     "the flow has no upstream socket",
                 )),
             },
-            Dir::Down => listen.try_send_to(&o.bytes, o.client).map(|_| ()),
+            Dir::Down => listen.send_to(&o.bytes, o.client).map(|_| ()),
         };
         let r = r.map_err(|e| {
             let reason = match e.kind() {
