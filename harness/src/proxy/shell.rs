@@ -456,7 +456,7 @@ pub async fn run(
         .checked_add(Duration::from_secs(86_400 * 365 * 10))
         .unwrap_or(start);
     let deadline = opts.duration.map(|d| start.checked_add(d).unwrap_or(far));
-    let (tx, mut rx) = mpsc::channel::<(FlowId, Vec<u8>)>(UPSTREAM_CHANNEL);
+    let (tx, mut rx) = mpsc::channel::<FromUpstream>(UPSTREAM_CHANNEL);
     let mut upstreams: BTreeMap<FlowId, Upstream> = BTreeMap::new();
     let mut io_errors = IoErrors::default();
     let mut buf = vec![0u8; MAX_DATAGRAM];
@@ -471,8 +471,8 @@ pub async fn run(
         // tokio's timer has millisecond granularity and rounds up: wake a
         // little early and sleep the rest precisely.
         let wake = due.map_or(far, |d| d.checked_sub(TIMER_GRANULARITY).unwrap_or(d));
+        // Unbiased: a flood on one socket does not starve the others.
         tokio::select! {
-            biased;
             r = &mut stop => break r,
             _ = tokio::time::sleep_until(deadline.unwrap_or(far)), if deadline.is_some() => {
                 break EndReason::Duration;
@@ -496,7 +496,7 @@ pub async fn run(
                     send_all(&mut core, &listen_tx, &upstreams, now, due);
                     if let Ok(flow) = core.open_flow(now, from) {
                         if let Entry::Vacant(slot) = upstreams.entry(flow) {
-                            match open_upstream(opts.upstream, flow, tx.clone()).await {
+                            match open_upstream(opts.upstream, flow, tx.clone()) {
                                 Ok(u) => {
                                     slot.insert(u);
                                 }
@@ -508,16 +508,15 @@ pub async fn run(
                 }
                 Err(_) => io_errors.listen_recv += 1,
             },
-            Some((flow, bytes)) = rx.recv() => {
-                let now = clock(start);
-                if flow.0 == 0 {
-                    io_errors.upstream_recv += 1;
-                } else {
+            Some(m) = rx.recv() => match m {
+                FromUpstream::Datagram(flow, bytes) => {
+                    let now = clock(start);
                     let due = core.poll(now);
                     send_all(&mut core, &listen_tx, &upstreams, now, due);
                     core.receive(now, Dir::Down, flow, bytes);
                 }
-            }
+                FromUpstream::Error => io_errors.upstream_recv += 1,
+            },
             _ = tokio::time::sleep_until(next_expiry) => {
                 let now = clock(start);
                 for (flow, _) in core.expire_idle(now) {
@@ -602,11 +601,19 @@ fn write_events(
     }
 }
 
+/// What an upstream socket's reader passes on.
+enum FromUpstream {
+    /// A datagram for the flow's client.
+    Datagram(FlowId, Vec<u8>),
+    /// A receive error (e.g. ICMP port unreachable from an earlier send).
+    Error,
+}
+
 /// Opens the upstream socket of a new flow and starts its reader.
-async fn open_upstream(
+fn open_upstream(
     upstream: SocketAddr,
     flow: FlowId,
-    tx: mpsc::Sender<(FlowId, Vec<u8>)>,
+    tx: mpsc::Sender<FromUpstream>,
 ) -> std::io::Result<Upstream> {
     let bind: SocketAddr = if upstream.is_ipv4() {
         (std::net::Ipv4Addr::UNSPECIFIED, 0).into()
@@ -620,15 +627,15 @@ async fn open_upstream(
         loop {
             match rs.recv(&mut buf).await {
                 Ok(n) => {
-                    if tx.send((flow, buf[..n].to_vec())).await.is_err() {
+                    let m = FromUpstream::Datagram(flow, buf[..n].to_vec());
+                    if tx.send(m).await.is_err() {
                         break;
                     }
                 }
                 Err(_) => {
                     // An ICMP error from an earlier send (port unreachable):
-                    // counted, and the flow keeps reading. Flow 0 is never a
-                    // real flow.
-                    if tx.send((FlowId(0), Vec::new())).await.is_err() {
+                    // counted, and the flow keeps reading.
+                    if tx.send(FromUpstream::Error).await.is_err() {
                         break;
                     }
                     tokio::time::sleep(Duration::from_millis(1)).await;
