@@ -120,6 +120,23 @@ fn the_same_packet_order_gives_the_same_decision_digest() {
     // digest.
     let (c, _) = drive(cfg(), &script(3));
     assert_eq!(a.decisions, c.decisions);
+    // Each direction decides from its own order: moving the down datagrams
+    // relative to the up ones (same order within each direction) keeps
+    // every digest.
+    let mut shifted: Vec<Step> = script(1)
+        .into_iter()
+        .map(|(t, dir, port, len)| match dir {
+            Dir::Up => (t, dir, port, len),
+            Dir::Down => (t + 2_500, dir, port, len),
+        })
+        .collect();
+    shifted.sort_by_key(|s| s.0);
+    assert_ne!(
+        shifted.iter().map(|s| s.1).collect::<Vec<_>>(),
+        script(1).iter().map(|s| s.1).collect::<Vec<_>>()
+    );
+    let (e, _) = drive(cfg(), &shifted);
+    assert_eq!(a.decisions, e.decisions);
     // Another seed decides differently.
     let (d, _) = drive(
         CoreConfig::new(43, link(IMPAIRED), link(IMPAIRED)),
@@ -842,15 +859,30 @@ fn a_timeline_partition_against_real_sockets_and_a_clean_duration_end() {
         Some(4),
         "{report}"
     );
-    // The decision log is what the digest is taken over.
-    let log = std::fs::read(&decisions).unwrap();
+    // The decision log is what the digests are taken over.
+    let log = std::fs::read_to_string(&decisions).unwrap();
     use sha2::Digest as _;
+    let sha = |prefix: &str| {
+        let part: String = log
+            .lines()
+            .filter(|l| l.starts_with(prefix))
+            .map(|l| format!("{l}\n"))
+            .collect();
+        hex::encode(sha2::Sha256::digest(part.as_bytes()))
+    };
+    let (up_sha, down_sha) = (sha("client->upstream "), sha("upstream->client "));
+    let d = &report["decisions"];
+    assert_eq!(d["client_to_upstream_sha256"], up_sha.as_str());
+    assert_eq!(d["upstream_to_client_sha256"], down_sha.as_str());
     assert_eq!(
-        hex::encode(sha2::Sha256::digest(&log)),
-        report["decisions"]["sha256"].as_str().unwrap()
+        d["sha256"],
+        hex::encode(sha2::Sha256::digest(
+            format!("{up_sha}\n{down_sha}\n").as_bytes()
+        ))
+        .as_str()
     );
-    let lines = log.iter().filter(|b| **b == b'\n').count() as u64;
-    assert_eq!(lines, n(&report["decisions"]["count"]));
+    let lines = log.lines().count() as u64;
+    assert_eq!(lines, n(&d["count"]));
     assert_eq!(lines, n(&up["datagrams"]) + n(&links[1]["datagrams"]));
     if let Some(rows) = check_capture_against_report(
         "a_timeline_partition_against_real_sockets_and_a_clean_duration_end",

@@ -395,12 +395,23 @@ pub struct FlowStats {
 }
 
 /// The decision log's summary: enough to compare two runs.
+///
+/// Each direction's log is one line per datagram, in the order the
+/// direction received them: `<direction> <n> <flow> <size>:` then per copy
+/// ` d/<base µs>/<jitter µs>/<reordered>[/c<byte>.<bit>.<caught>]` or
+/// ` x/<cause>`. Each direction's engine decides from its own order only, so
+/// the digests do not depend on how the two directions interleave.
 #[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct DecisionSummary {
     /// Datagrams decided (both directions).
     pub count: u64,
-    /// SHA-256 over the ordered decisions (see the module docs).
+    /// SHA-256 of the hex digests of the two directions, each followed by
+    /// a newline (client → upstream first).
     pub sha256: String,
+    /// SHA-256 of the client → upstream log.
+    pub client_to_upstream_sha256: String,
+    /// SHA-256 of the upstream → client log.
+    pub upstream_to_client_sha256: String,
 }
 
 /// What a finished core reports.
@@ -459,8 +470,8 @@ pub struct ProxyCore {
     events: Vec<TraceEvent>,
     log_decisions: bool,
     decision_lines: Vec<String>,
-    digest: Sha256,
-    decisions: u64,
+    digests: [Sha256; 2],
+    decided: [u64; 2],
     lateness_us: BTreeMap<u64, u64>,
     flow_stats: FlowStats,
     now: SimTime,
@@ -494,8 +505,8 @@ impl ProxyCore {
             events: Vec::new(),
             log_decisions: config.log_decisions,
             decision_lines: Vec::new(),
-            digest: Sha256::new(),
-            decisions: 0,
+            digests: [Sha256::new(), Sha256::new()],
+            decided: [0, 0],
             lateness_us: BTreeMap::new(),
             flow_stats: FlowStats {
                 max_flows: config.max_flows.max(1),
@@ -680,12 +691,12 @@ impl ProxyCore {
     /// with its reason).
     fn log_decision(&mut self, dir: Dir, flow: FlowId, len: usize, v: &Verdict, external: &str) {
         use std::fmt::Write as _;
+        let i = dir.index();
         let mut line = format!(
-            "{} {} {} {} {}:",
-            self.decisions,
+            "{} {} {} {}:",
             dir.link_name(),
+            self.decided[i],
             flow.0,
-            v.packet.0,
             len
         );
         for c in &v.copies {
@@ -713,23 +724,31 @@ impl ProxyCore {
             }
         }
         line.push('\n');
-        self.digest.update(line.as_bytes());
-        self.decisions += 1;
+        self.digests[i].update(line.as_bytes());
+        self.decided[i] += 1;
         if self.log_decisions {
             self.decision_lines.push(line);
         }
     }
 
-    /// The decision log's lines since the last call (each ends with a
-    /// newline; the digest is the SHA-256 of all of them, in order), when
+    /// The decision log's lines since the last call, both directions in
+    /// the order they were decided (each line ends with a newline and
+    /// starts with its direction; see [`DecisionSummary`]), when
     /// [`CoreConfig::log_decisions`] is set.
     pub fn take_decision_lines(&mut self) -> Vec<String> {
         std::mem::take(&mut self.decision_lines)
     }
 
-    /// The digest over the decisions so far.
-    pub fn decision_digest(&self) -> String {
-        hex::encode(self.digest.clone().finalize())
+    /// The digests over the decisions so far.
+    pub fn decision_summary(&self) -> DecisionSummary {
+        let [up, down] = self.digests.clone().map(|d| hex::encode(d.finalize()));
+        let both = hex::encode(Sha256::digest(format!("{up}\n{down}\n").as_bytes()));
+        DecisionSummary {
+            count: self.decided[0] + self.decided[1],
+            sha256: both,
+            client_to_upstream_sha256: up,
+            upstream_to_client_sha256: down,
+        }
     }
 
     /// The earliest time something is due: a copy, or a timeline change.
@@ -1014,10 +1033,7 @@ impl ProxyCore {
         CoreReport {
             seed: self.seed,
             links,
-            decisions: DecisionSummary {
-                count: self.decisions,
-                sha256: self.decision_digest(),
-            },
+            decisions: self.decision_summary(),
             scheduling_error: percentiles(&self.lateness_us),
             flows,
             timeline_applied: self.applied.clone(),

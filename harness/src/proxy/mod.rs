@@ -18,15 +18,16 @@
 //!
 //! # Determinism
 //!
-//! The engine's decisions are a function of the seed and of the order in
-//! which datagrams reach it; the arrival order of real datagrams is not
-//! under the proxy's control. The report gives the seed and a SHA-256
-//! digest over the ordered decisions (per datagram: direction, flow,
-//! packet number, size, and per copy either "delivered" with base delay,
-//! jitter drawn, reorder and corrupted bit, or "dropped" with the cause),
-//! so two runs that saw the same packet order can be compared. Decisions
-//! that depend on arrival *times* (queueing behind a `rate`, the queue
-//! limit) are not part of that promise.
+//! Each direction's engine decides as a function of the seed and of the
+//! order in which that direction's datagrams reach it; the arrival order of
+//! real datagrams is not under the proxy's control. The report gives the
+//! seed and SHA-256 digests over each direction's ordered decisions (per
+//! datagram: its number in the direction, flow, size, and per copy either
+//! "delivered" with base delay, jitter drawn, reorder and corrupted bit, or
+//! "dropped" with the cause; see [`DecisionSummary`]), so two runs that saw
+//! the same packet order can be compared. Decisions that depend on arrival
+//! *times* (queueing behind a `rate`, the queue limit) are not part of that
+//! promise.
 //!
 //! # Accounting
 //!

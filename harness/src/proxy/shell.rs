@@ -55,8 +55,9 @@ pub struct ProxyArgs {
     /// as one line).
     #[arg(long, value_name = "FILE.json")]
     pub report: Option<PathBuf>,
-    /// Write the decision log here, one line per datagram (its SHA-256 is
-    /// the report's decisions.sha256), to compare runs line by line.
+    /// Write the decision log here, one line per datagram, each starting
+    /// with its direction (the report's decisions digests are taken over
+    /// each direction's lines), to compare runs line by line.
     #[arg(long, value_name = "FILE")]
     pub decisions: Option<PathBuf>,
     /// Timeline of changes (set_link, partition, repair, hold, release):
@@ -241,10 +242,11 @@ pub struct ProxyReport {
 }
 
 /// Stated in every report.
-pub const DETERMINISM: &str = "The engines' decisions are a function of the seed and of the order in \
-which datagrams reach the proxy; real arrival order and times are not under its control. Two runs with \
-the same seed that saw the same packet order have the same decisions.sha256. Delivery times, queueing \
-behind a rate and the queue limit depend on real time.";
+pub const DETERMINISM: &str = "Each direction's engine decides as a function of the seed and of the \
+order in which that direction's datagrams reach the proxy; real arrival order and times are not under \
+its control. Two runs with the same seed that saw the same packet order in each direction have the same \
+decisions digests, however the directions interleaved and whatever the timing. Delivery times, \
+queueing behind a rate and the queue limit depend on real time.";
 
 /// Runs `streamlab proxy` and returns its exit code: 0 after a clean end,
 /// 1 on a runtime failure (cannot bind, cannot write the report), 2 on bad
