@@ -901,6 +901,7 @@ fn a_timeline_partition_against_real_sockets_and_a_clean_duration_end() {
     }
 }
 
+#[cfg(unix)] // SIGINT through kill(1)
 #[test]
 fn ctrl_c_ends_cleanly_with_a_valid_capture() {
     let dir = scratch("sigint");
