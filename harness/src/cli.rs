@@ -135,6 +135,9 @@ pub enum Command {
         #[arg(long, default_value_t = 1200)]
         size: usize,
     },
+    /// Relay UDP between real programs through the link engine (see
+    /// docs/proxy.md).
+    Proxy(crate::proxy::ProxyArgs),
 }
 
 /// Every scenario file under `paths`, directories expanded (sorted, `*.json`).
@@ -308,6 +311,7 @@ pub fn main() -> ExitCode {
             interval_us,
             size,
         } => cmd_link_stats(&link, packets, seed, interval_us, size),
+        Command::Proxy(args) => crate::proxy::main(args),
     }
 }
 

@@ -15,6 +15,7 @@ mod inject;
 pub mod linkstats;
 mod network;
 mod observe;
+pub mod proxy;
 pub mod registry;
 pub mod report;
 mod rules;
