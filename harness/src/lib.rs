@@ -11,6 +11,7 @@ pub mod checks;
 pub mod cli;
 pub mod explore;
 pub mod fuzzing;
+pub mod html;
 mod inject;
 pub mod linkstats;
 mod network;
