@@ -179,6 +179,22 @@ pub fn cmd_swarm(a: SwarmArgs) -> ExitCode {
     if let Err(e) = crate::cli::probe_writable(&a.out, "--out") {
         return bad(&e);
     }
+    if a.faults.is_empty() {
+        let mut told = Vec::new();
+        for b in &bases {
+            if let Some(p) = crate::registry::protocol(&b.protocol)
+                && !told.contains(&b.protocol)
+            {
+                for (class, why) in p.outside_fault_model() {
+                    say(&format!(
+                        "{}: leaving out {class} (outside its fault model: {why}; name it with --faults to draw it)",
+                        b.protocol
+                    ));
+                }
+                told.push(b.protocol.clone());
+            }
+        }
+    }
     if let Some(seed) = a.replay {
         return replay(&bases, &opts, seed, &a.out);
     }

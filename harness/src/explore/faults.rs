@@ -64,11 +64,19 @@ pub const VOCABULARY: &[(&str, &str)] = &[
 
 /// Which fault classes a swarm draws from.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Classes(Vec<&'static str>);
+pub struct Classes {
+    names: Vec<&'static str>,
+    /// Named explicitly (`--faults`): classes outside a protocol's fault
+    /// model are drawn too.
+    explicit: bool,
+}
 
 impl Default for Classes {
     fn default() -> Self {
-        Classes(VOCABULARY.iter().map(|(n, _)| *n).collect())
+        Classes {
+            names: VOCABULARY.iter().map(|(n, _)| *n).collect(),
+            explicit: false,
+        }
     }
 }
 
@@ -93,7 +101,7 @@ impl Classes {
                 })
         };
         let mut v: Vec<&'static str> = if only.is_empty() {
-            Classes::default().0
+            Classes::default().names
         } else {
             only.iter().map(|n| known(n)).collect::<Result<_, _>>()?
         };
@@ -104,12 +112,25 @@ impl Classes {
         if v.is_empty() {
             return Err("no fault class left to draw from".into());
         }
-        Ok(Classes(v))
+        Ok(Classes {
+            names: v,
+            explicit: !only.is_empty(),
+        })
     }
 
     /// The classes, in vocabulary order.
     pub fn names(&self) -> &[&'static str] {
-        &self.0
+        &self.names
+    }
+
+    /// The classes drawn for a protocol: without those outside its fault
+    /// model, unless they were named explicitly.
+    pub fn for_ground(&self, ground: &Ground) -> Vec<&'static str> {
+        self.names
+            .iter()
+            .copied()
+            .filter(|c| self.explicit || !ground.outside_model.iter().any(|x| x == c))
+            .collect()
     }
 }
 
@@ -644,6 +665,8 @@ pub struct Ground {
     pub spoofable: Vec<String>,
     /// The protocol's ports.
     pub ports: Vec<u16>,
+    /// Fault classes outside the protocol's fault model.
+    pub outside_model: Vec<String>,
 }
 
 impl Ground {
@@ -682,6 +705,11 @@ impl Ground {
             fields: p.fields().iter().map(|(f, _)| (*f).to_string()).collect(),
             spoofable,
             ports,
+            outside_model: p
+                .outside_fault_model()
+                .iter()
+                .map(|(c, _)| (*c).to_string())
+                .collect(),
         }
     }
 }
@@ -689,14 +717,14 @@ impl Ground {
 /// Draw seed `seed`'s fault plan from `classes`.
 pub fn draw(ground: &Ground, classes: &Classes, seed: u64) -> Vec<Fault> {
     let mut rng = named_rng(seed, "swarm.plan");
-    let mut enabled: Vec<&str> = classes
-        .names()
+    let drawn = classes.for_ground(ground);
+    let mut enabled: Vec<&str> = drawn
         .iter()
         .copied()
         .filter(|_| rng.random_bool(0.5))
         .collect();
     if enabled.is_empty()
-        && let Some(c) = classes.names().choose(&mut rng)
+        && let Some(c) = drawn.choose(&mut rng)
     {
         enabled.push(c);
     }
@@ -1161,6 +1189,7 @@ mod tests {
             fields: vec!["stream_id".into()],
             spoofable: vec!["START".into()],
             ports: vec![4444],
+            outside_model: vec!["crash".into()],
         }
     }
 
@@ -1176,6 +1205,25 @@ mod tests {
         for s in 0..200 {
             assert!(!draw(&g, &c, s).is_empty(), "seed {s} drew nothing");
         }
+    }
+
+    #[test]
+    fn classes_outside_the_fault_model_are_drawn_only_when_named() {
+        let g = ground();
+        let all = Classes::default();
+        assert!(!all.for_ground(&g).contains(&"crash"));
+        assert!((0..100).all(|s| {
+            draw(&g, &all, s)
+                .iter()
+                .all(|f| !matches!(f, Fault::Crash { .. }))
+        }));
+        let named = Classes::select(&["crash".into()], &[]).unwrap();
+        assert_eq!(named.for_ground(&g), vec!["crash"]);
+        assert!((0..20).any(|s| {
+            draw(&g, &named, s)
+                .iter()
+                .any(|f| matches!(f, Fault::Crash { .. }))
+        }));
     }
 
     #[test]

@@ -118,6 +118,8 @@ pub struct Base {
     pub value: Value,
     /// Its name.
     pub name: String,
+    /// Its protocol's name.
+    pub protocol: String,
     /// Hosts, kinds, fields, ports.
     pub ground: Ground,
 }
@@ -140,6 +142,7 @@ impl Base {
         Ok(Base {
             file,
             name: loaded.scenario.name.clone(),
+            protocol: loaded.protocol.name().to_string(),
             ground: Ground::of(&loaded),
             value,
         })

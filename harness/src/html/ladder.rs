@@ -409,7 +409,12 @@ mod tests {
         assert_eq!(ys.len(), 250);
         ys.sort_by(f64::total_cmp);
         for w in ys.windows(2) {
-            assert!(w[1] - w[0] >= EVENT_ROW - 1e-9, "rows {} and {} overlap", w[0], w[1]);
+            assert!(
+                w[1] - w[0] >= EVENT_ROW - 1e-9,
+                "rows {} and {} overlap",
+                w[0],
+                w[1]
+            );
         }
         assert_eq!(svg.matches("class=\"drop\"").count(), 29);
         // Bounded: a row per item plus the time gaps.

@@ -328,6 +328,13 @@ pub trait Protocol: Sync {
     fn metrics(&self) -> &'static [Metric] {
         &[]
     }
+    /// Fault classes outside the protocol's fault model, which swarms leave
+    /// out unless asked for by name: class (as `streamlab swarm --faults`
+    /// names it) and why (e.g. `corrupt_deliver`: the protocol relies on a
+    /// lower layer's authentication that the simulation does not model).
+    fn outside_fault_model(&self) -> &'static [(&'static str, &'static str)] {
+        &[]
+    }
 }
 
 /// Bounds on a number, as scenario expectations write them. All given
