@@ -1,0 +1,3 @@
+//! The `groupstream` program (being written).
+
+fn main() {}
