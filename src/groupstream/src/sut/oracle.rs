@@ -1,0 +1,703 @@
+//! Group streaming's always-on invariants, fed from the trace. The server
+//! is judged by what reached it and what it sent, never by its own claims;
+//! memory is per group and per member, never per datagram.
+
+use std::collections::BTreeMap;
+use std::net::{Ipv4Addr, SocketAddrV4};
+use std::time::Duration;
+
+use streamlab_core::host::HostReport;
+use streamlab_core::sut::{Check, Oracle, Sender, TracePosition, Violation, WireEvent};
+use streamlab_core::time::SimTime;
+
+use super::{GsRole, server_configs};
+use crate::config::ServerConfig;
+use crate::wire::{self, Message};
+
+/// The invariants: name and one-line contract.
+pub const INVARIANTS: &[(&str, &str)] = &[
+    (
+        "no_stream_before_port_ack",
+        "the server sends nothing from a negotiated port (ACK, Movies Available, Stream, End of Movie) before it sent the Port ACK answering the leader's Port OK for that port",
+    ),
+    (
+        "registered_members_receive_the_stream",
+        "every member whose Registration Request reached the group's port while the window was open is sent every frame the group streams, from the negotiated port, and a group with members and a chosen movie streams once its window closes",
+    ),
+    (
+        "interval_honours_largest_request",
+        "consecutive frames to a member are one interval apart (±1 ms): the largest of the server's default and the intervals proposed in the window, within the server's minimum and maximum thresholds",
+    ),
+    (
+        "session_ends_with_its_movie",
+        "End of Movie comes after the movie's last frame and never before, nothing is streamed after it, it follows the last frame within two intervals, and the group's port is closed when the run ends",
+    ),
+    (
+        "streams_the_chosen_movie",
+        "a group streams the movie its leader chose in the Movie Choice that reached the server",
+    ),
+];
+
+/// Requests this close to the window's end may fall on either side of it
+/// (the server's timer and the arrival share a tick).
+const EDGE: Duration = Duration::from_millis(2);
+/// Pacing tolerance (the simulator's tick).
+const TOLERANCE_US: u64 = 1000;
+
+#[derive(Debug, Default)]
+struct PerMember {
+    frames: u64,
+    last_seq: Option<u64>,
+    last_at: SimTime,
+}
+
+#[derive(Debug, Default)]
+struct GroupObs {
+    acked_at: Option<SimTime>,
+    leader: Option<Ipv4Addr>,
+    /// Registered for sure (reached the port well inside the window), with
+    /// the largest interval each proposed.
+    registered: BTreeMap<SocketAddrV4, u32>,
+    /// Reached the port at the window's edge.
+    edge: BTreeMap<SocketAddrV4, u32>,
+    choice: Option<u16>,
+    /// A choice that reached the server well inside the window.
+    choice_in_window: bool,
+    members: BTreeMap<SocketAddrV4, PerMember>,
+    frames_streamed: u64,
+    highest_seq: Option<u64>,
+    last_frame_at: Option<SimTime>,
+    ended_at: Option<SimTime>,
+    /// Problems already reported for this group (once each).
+    reported: Vec<&'static str>,
+}
+
+#[derive(Debug)]
+struct ServerObs {
+    host: usize,
+    cfg: ServerConfig,
+    /// Port OKs that reached the standard port: (leader, seq) → port.
+    answers: BTreeMap<(SocketAddrV4, u64), u16>,
+    groups: BTreeMap<u16, GroupObs>,
+}
+
+/// The oracle of one run.
+pub(crate) struct GsOracle {
+    servers: BTreeMap<Ipv4Addr, ServerObs>,
+    violations: Vec<Violation>,
+}
+
+impl GsOracle {
+    pub(crate) fn new(roles: &[GsRole], addrs: &[Ipv4Addr]) -> Self {
+        let servers = server_configs(roles)
+            .into_iter()
+            .filter_map(|(i, cfg)| {
+                Some((
+                    *addrs.get(i)?,
+                    ServerObs {
+                        host: i,
+                        cfg,
+                        answers: BTreeMap::new(),
+                        groups: BTreeMap::new(),
+                    },
+                ))
+            })
+            .collect();
+        GsOracle {
+            servers,
+            violations: Vec::new(),
+        }
+    }
+
+    fn push(&mut self, rule: &'static str, message: String, position: TracePosition) {
+        self.violations.push(Violation {
+            rule,
+            message,
+            position,
+        });
+    }
+
+    fn on_delivered(&mut self, at: SimTime, src: SocketAddrV4, dst: SocketAddrV4, bytes: &[u8]) {
+        let Some(s) = self.servers.get_mut(dst.ip()) else {
+            return;
+        };
+        let Ok(m) = wire::parse(bytes) else { return };
+        if dst.port() == s.cfg.port {
+            if let Message::PortAnswer {
+                seq,
+                port,
+                ok: true,
+            } = m
+            {
+                if s.answers.len() < 4096 {
+                    s.answers.insert((src, seq), port);
+                }
+            }
+            return;
+        }
+        let window = Duration::from_millis(s.cfg.registration_window_ms);
+        let movies = s.cfg.movies;
+        let Some(g) = s.groups.get_mut(&dst.port()) else {
+            return;
+        };
+        let Some(acked) = g.acked_at else { return };
+        let end = acked + window;
+        match m {
+            Message::Registration { interval_ms, .. } => {
+                let into = if at + EDGE < end {
+                    &mut g.registered
+                } else if at < end + EDGE {
+                    &mut g.edge
+                } else {
+                    return;
+                };
+                if into.len() < 4096 {
+                    let v = into.entry(src).or_insert(0);
+                    *v = (*v).max(interval_ms);
+                }
+            }
+            Message::MovieChoice { movie, .. }
+                if Some(*src.ip()) == g.leader && movie < movies && at < end + EDGE =>
+            {
+                g.choice = Some(movie);
+                g.choice_in_window = at + EDGE < end;
+            }
+            _ => {}
+        }
+    }
+
+    fn on_sent(
+        &mut self,
+        at: SimTime,
+        src: SocketAddrV4,
+        dst: SocketAddrV4,
+        bytes: &[u8],
+        pos: TracePosition,
+    ) {
+        let Some(s) = self.servers.get_mut(src.ip()) else {
+            return;
+        };
+        let Ok(m) = wire::parse(bytes) else { return };
+        let mut found = Vec::new();
+        if src.port() == s.cfg.port {
+            match m {
+                // A new negotiation of a port starts afresh.
+                Message::PortAllocated { port, .. } => {
+                    s.groups.remove(&port);
+                }
+                Message::PortAck { seq } => {
+                    if let Some(port) = s.answers.get(&(dst, seq)).copied() {
+                        let g = s.groups.entry(port).or_default();
+                        if g.acked_at.is_none() {
+                            g.acked_at = Some(at);
+                            g.leader = Some(*dst.ip());
+                        }
+                    }
+                }
+                _ => {}
+            }
+            return;
+        }
+        let cfg = s.cfg.clone();
+        let port = src.port();
+        let g = s.groups.entry(port).or_default();
+        if g.acked_at.is_none() {
+            found.push((
+                "no_stream_before_port_ack",
+                "before_ack",
+                format!(
+                    "the server sent {} from port {port} to {dst} before any Port ACK answering a Port OK for port {port}",
+                    m.kind()
+                ),
+            ));
+        }
+        match m {
+            Message::Stream { seq, movie, .. } => {
+                if let Some(e) = g.ended_at {
+                    found.push((
+                        "session_ends_with_its_movie",
+                        "after_end",
+                        format!(
+                            "the server streamed frame {seq} from port {port} after End of Movie at {e}"
+                        ),
+                    ));
+                }
+                if let Some(c) = g.choice
+                    && c != movie
+                {
+                    found.push((
+                        "streams_the_chosen_movie",
+                        "movie",
+                        format!(
+                            "port {port} streams movie {movie}, but the leader chose movie {c}"
+                        ),
+                    ));
+                }
+                if g.last_frame_at != Some(at) {
+                    g.frames_streamed += 1;
+                }
+                g.last_frame_at = Some(at);
+                g.highest_seq = Some(g.highest_seq.map_or(seq, |h| h.max(seq)));
+                let allowed = allowed_intervals(&cfg, g);
+                let n = g.members.len();
+                if n >= 4096 && !g.members.contains_key(&dst) {
+                    return;
+                }
+                let pm = g.members.entry(dst).or_default();
+                if let Some(last) = pm.last_seq
+                    && last + 1 == seq
+                {
+                    let gap = (at - pm.last_at).as_micros() as u64;
+                    let ok = allowed
+                        .iter()
+                        .any(|ms| gap.abs_diff(u64::from(*ms) * 1000) <= TOLERANCE_US);
+                    if !ok {
+                        found.push((
+                            "interval_honours_largest_request",
+                            "interval",
+                            format!(
+                                "frames {last} and {seq} to {dst} were {:.3} ms apart; the interval must be {} ms (server default {} ms, proposals in the window {:?}, thresholds {}..={} ms)",
+                                gap as f64 / 1000.0,
+                                allowed
+                                    .iter()
+                                    .map(u32::to_string)
+                                    .collect::<Vec<_>>()
+                                    .join(" or "),
+                                cfg.default_interval_ms,
+                                g.registered.values().collect::<Vec<_>>(),
+                                cfg.min_interval_ms,
+                                cfg.max_interval_ms
+                            ),
+                        ));
+                    }
+                }
+                pm.frames += 1;
+                pm.last_seq = Some(seq);
+                pm.last_at = at;
+            }
+            Message::End { frames, .. } => {
+                let complete = frames == cfg.movie_frames
+                    && g.highest_seq.is_some_and(|h| h + 1 >= cfg.movie_frames);
+                if !complete && g.ended_at.is_none() {
+                    found.push((
+                        "session_ends_with_its_movie",
+                        "early_end",
+                        format!(
+                            "the server sent End of Movie ({frames} frames) from port {port} after streaming up to frame {}, of a {}-frame movie",
+                            g.highest_seq.map_or("none".into(), |h| h.to_string()),
+                            cfg.movie_frames
+                        ),
+                    ));
+                }
+                g.ended_at.get_or_insert(at);
+            }
+            _ => {}
+        }
+        for (rule, tag, message) in found {
+            if let Some(g) = self
+                .servers
+                .get_mut(src.ip())
+                .and_then(|s| s.groups.get_mut(&port))
+            {
+                if g.reported.contains(&tag) {
+                    continue;
+                }
+                g.reported.push(tag);
+            }
+            self.push(rule, message, pos);
+        }
+    }
+}
+
+/// The intervals the server may stream a group at: with the proposals
+/// that surely reached it in the window, and with those at its edge too.
+fn allowed_intervals(cfg: &ServerConfig, g: &GroupObs) -> Vec<u32> {
+    let sure = cfg.interval_for(g.registered.values().copied());
+    let edge = cfg.interval_for(g.registered.values().chain(g.edge.values()).copied());
+    if sure == edge {
+        vec![sure]
+    } else {
+        vec![sure, edge]
+    }
+}
+
+impl Oracle for GsOracle {
+    fn invariants(&self) -> &'static [(&'static str, &'static str)] {
+        INVARIANTS
+    }
+
+    fn observe(&mut self, event: &WireEvent<'_>, position: TracePosition) {
+        match *event {
+            WireEvent::Sent {
+                at,
+                src,
+                dst,
+                bytes,
+                by: Sender::Application,
+            } => self.on_sent(at, src, dst, bytes, position),
+            WireEvent::Sent { .. } => {}
+            WireEvent::Delivered {
+                at,
+                src,
+                dst,
+                bytes,
+            } => self.on_delivered(at, src, dst, bytes),
+        }
+    }
+
+    fn host_crashed(&mut self, host: usize) {
+        for s in self.servers.values_mut() {
+            if s.host == host {
+                s.answers.clear();
+                s.groups.clear();
+            }
+        }
+    }
+
+    fn host_started(&mut self, _host: usize) {}
+
+    fn finish(&mut self, hosts: &[HostReport], at: TracePosition) {
+        let end = SimTime::from_micros(at.at_us);
+        let mut found = Vec::new();
+        for s in self.servers.values() {
+            let open: Vec<u64> = hosts
+                .get(s.host)
+                .and_then(|r| r.stats.get("open_ports"))
+                .and_then(|v| v.as_array())
+                .map(|a| a.iter().filter_map(serde_json::Value::as_u64).collect())
+                .unwrap_or_default();
+            let window = Duration::from_millis(s.cfg.registration_window_ms);
+            for (port, g) in &s.groups {
+                let Some(acked) = g.acked_at else { continue };
+                let most = g.members.values().map(|m| m.frames).max().unwrap_or(0);
+                for m in g.registered.keys() {
+                    let got = g.members.get(m).map_or(0, |p| p.frames);
+                    let should_stream =
+                        g.choice_in_window && acked + window + Duration::from_millis(50) < end;
+                    if got < most || (got == 0 && should_stream) {
+                        found.push((
+                            "registered_members_receive_the_stream",
+                            format!(
+                                "{m} registered on port {port} within the window, but was sent {got} frames (others {most})"
+                            ),
+                        ));
+                        break;
+                    }
+                }
+                let interval = Duration::from_millis(u64::from(
+                    s.cfg
+                        .interval_for(g.registered.values().chain(g.edge.values()).copied()),
+                ));
+                if let (Some(h), Some(last), None) = (g.highest_seq, g.last_frame_at, g.ended_at)
+                    && h + 1 >= s.cfg.movie_frames
+                    && last + interval * 2 + EDGE < end
+                {
+                    found.push((
+                        "session_ends_with_its_movie",
+                        format!(
+                            "port {port} sent the movie's last frame at {last} but no End of Movie by the run's end at {end}"
+                        ),
+                    ));
+                }
+                if g.ended_at.is_some() && open.contains(&u64::from(*port)) {
+                    found.push((
+                        "session_ends_with_its_movie",
+                        format!("the movie on port {port} ended, but the server still holds the group open"),
+                    ));
+                }
+            }
+        }
+        for (rule, message) in found {
+            self.push(rule, message, at);
+        }
+    }
+
+    fn violations(&self) -> &[Violation] {
+        &self.violations
+    }
+
+    fn check_host(
+        &self,
+        _host: usize,
+        _expect: &serde_json::Map<String, serde_json::Value>,
+        _report: &HostReport,
+    ) -> Vec<Check> {
+        Vec::new()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const SERVER: Ipv4Addr = Ipv4Addr::new(192, 168, 0, 1);
+    const LEADER: SocketAddrV4 = SocketAddrV4::new(Ipv4Addr::new(192, 168, 0, 2), 49152);
+    const LEADER_G: SocketAddrV4 = SocketAddrV4::new(Ipv4Addr::new(192, 168, 0, 2), 5000);
+    const MEMBER: SocketAddrV4 = SocketAddrV4::new(Ipv4Addr::new(192, 168, 0, 3), 5000);
+    const STD: SocketAddrV4 = SocketAddrV4::new(SERVER, 12345);
+    const GRP: SocketAddrV4 = SocketAddrV4::new(SERVER, 5000);
+
+    struct Run {
+        o: GsOracle,
+        n: u64,
+    }
+
+    impl Run {
+        fn new() -> Run {
+            let cfg = ServerConfig {
+                registration_window_ms: 100,
+                movie_frames: 3,
+                ..ServerConfig::default()
+            };
+            let roles = [GsRole::Server(cfg)];
+            Run {
+                o: GsOracle::new(&roles, &[SERVER]),
+                n: 0,
+            }
+        }
+
+        fn pos(&mut self, ms: u64) -> TracePosition {
+            self.n += 1;
+            TracePosition {
+                event: self.n,
+                at_us: ms * 1000,
+            }
+        }
+
+        fn send(&mut self, ms: u64, src: SocketAddrV4, dst: SocketAddrV4, m: Message) {
+            let b = m.to_vec();
+            let at = SimTime::from_millis(ms);
+            let p = self.pos(ms);
+            self.o.observe(
+                &WireEvent::Sent {
+                    at,
+                    src,
+                    dst,
+                    bytes: &b,
+                    by: Sender::Application,
+                },
+                p,
+            );
+            let p = self.pos(ms);
+            self.o.observe(
+                &WireEvent::Delivered {
+                    at,
+                    src,
+                    dst,
+                    bytes: &b,
+                },
+                p,
+            );
+        }
+
+        fn handshake(&mut self) {
+            self.send(0, LEADER, STD, Message::PortRequest { seq: 1, port: 5000 });
+            self.send(
+                1,
+                STD,
+                LEADER,
+                Message::PortAllocated { seq: 1, port: 5000 },
+            );
+            self.send(
+                2,
+                LEADER,
+                STD,
+                Message::PortAnswer {
+                    seq: 2,
+                    port: 5000,
+                    ok: true,
+                },
+            );
+            self.send(3, STD, LEADER, Message::PortAck { seq: 2 });
+        }
+
+        fn register(&mut self, interval_ms: u32) {
+            self.send(
+                10,
+                LEADER_G,
+                GRP,
+                Message::Registration {
+                    seq: 3,
+                    interval_ms,
+                },
+            );
+            self.send(11, GRP, LEADER_G, Message::Ack { seq: 3 });
+            self.send(
+                12,
+                MEMBER,
+                GRP,
+                Message::Registration {
+                    seq: 1,
+                    interval_ms: 0,
+                },
+            );
+            self.send(13, GRP, MEMBER, Message::Ack { seq: 1 });
+            self.send(14, LEADER_G, GRP, Message::MovieChoice { seq: 4, movie: 1 });
+            self.send(15, GRP, LEADER_G, Message::Ack { seq: 4 });
+        }
+
+        fn frame(&mut self, ms: u64, seq: u64, movie: u16, to: &[SocketAddrV4]) {
+            for d in to {
+                self.send(
+                    ms,
+                    GRP,
+                    *d,
+                    Message::Stream {
+                        seq,
+                        movie,
+                        payload: vec![],
+                    },
+                );
+            }
+        }
+
+        fn rules(&self) -> Vec<&'static str> {
+            self.o.violations.iter().map(|v| v.rule).collect()
+        }
+
+        fn finish(&mut self, ms: u64, open_ports: &[u16]) {
+            let r = HostReport {
+                stats: serde_json::json!({ "open_ports": open_ports }),
+                ..HostReport::default()
+            };
+            let p = self.pos(ms);
+            self.o.finish(&[r], p);
+        }
+    }
+
+    #[test]
+    fn a_correct_session_breaks_nothing() {
+        let mut r = Run::new();
+        r.handshake();
+        r.register(20);
+        for k in 0..3 {
+            r.frame(103 + 20 * k, k, 1, &[LEADER_G, MEMBER]);
+        }
+        r.send(
+            163,
+            GRP,
+            MEMBER,
+            Message::End {
+                frames: 3,
+                movie: 1,
+            },
+        );
+        r.finish(500, &[]);
+        assert!(r.rules().is_empty(), "{:?}", r.o.violations);
+    }
+
+    #[test]
+    fn streaming_before_the_port_ack_is_named() {
+        let mut r = Run::new();
+        r.send(0, LEADER, STD, Message::PortRequest { seq: 1, port: 5000 });
+        r.send(
+            1,
+            STD,
+            LEADER,
+            Message::PortAllocated { seq: 1, port: 5000 },
+        );
+        r.frame(2, 0, 1, &[MEMBER]);
+        assert_eq!(r.rules(), ["no_stream_before_port_ack"]);
+        // A Port ACK answering a NOK acknowledges no port.
+        let mut r = Run::new();
+        r.send(
+            2,
+            LEADER,
+            STD,
+            Message::PortAnswer {
+                seq: 2,
+                port: 5000,
+                ok: false,
+            },
+        );
+        r.send(3, STD, LEADER, Message::PortAck { seq: 2 });
+        r.frame(4, 0, 1, &[MEMBER]);
+        assert_eq!(r.rules(), ["no_stream_before_port_ack"]);
+    }
+
+    #[test]
+    fn a_forgotten_member_is_named() {
+        let mut r = Run::new();
+        r.handshake();
+        r.register(0);
+        for k in 0..3 {
+            r.frame(103 + 10 * k, k, 1, &[LEADER_G]);
+        }
+        r.send(
+            133,
+            GRP,
+            LEADER_G,
+            Message::End {
+                frames: 3,
+                movie: 1,
+            },
+        );
+        r.finish(500, &[]);
+        assert_eq!(r.rules(), ["registered_members_receive_the_stream"]);
+        assert!(r.o.violations[0].message.contains("192.168.0.3:5000"));
+    }
+
+    #[test]
+    fn a_group_that_never_streams_is_named() {
+        let mut r = Run::new();
+        r.handshake();
+        r.register(0);
+        r.finish(1000, &[5000]);
+        assert_eq!(r.rules(), ["registered_members_receive_the_stream"]);
+    }
+
+    #[test]
+    fn pacing_by_the_smallest_proposal_is_named() {
+        let mut r = Run::new();
+        r.handshake();
+        r.register(20);
+        r.frame(103, 0, 1, &[LEADER_G, MEMBER]);
+        r.frame(113, 1, 1, &[LEADER_G, MEMBER]);
+        assert_eq!(r.rules(), ["interval_honours_largest_request"]);
+    }
+
+    #[test]
+    fn ending_early_streaming_after_the_end_and_staying_open_are_named() {
+        let mut r = Run::new();
+        r.handshake();
+        r.register(0);
+        r.frame(103, 0, 1, &[LEADER_G, MEMBER]);
+        r.send(
+            108,
+            GRP,
+            MEMBER,
+            Message::End {
+                frames: 3,
+                movie: 1,
+            },
+        );
+        r.frame(113, 1, 1, &[LEADER_G, MEMBER]);
+        r.finish(500, &[5000]);
+        assert_eq!(
+            r.rules(),
+            [
+                "session_ends_with_its_movie",
+                "session_ends_with_its_movie",
+                "session_ends_with_its_movie"
+            ]
+        );
+        // No End of Movie at all after the last frame.
+        let mut r = Run::new();
+        r.handshake();
+        r.register(0);
+        for k in 0..3 {
+            r.frame(103 + 10 * k, k, 1, &[LEADER_G, MEMBER]);
+        }
+        r.finish(500, &[5000]);
+        assert_eq!(r.rules(), ["session_ends_with_its_movie"]);
+    }
+
+    #[test]
+    fn another_movie_than_the_choice_is_named() {
+        let mut r = Run::new();
+        r.handshake();
+        r.register(0);
+        r.frame(103, 0, 2, &[LEADER_G, MEMBER]);
+        assert_eq!(r.rules(), ["streams_the_chosen_movie"]);
+    }
+}
