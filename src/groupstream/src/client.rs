@@ -164,6 +164,13 @@ enum Phase {
     Done,
 }
 
+/// Something queued for the driver.
+#[derive(Debug)]
+enum Out {
+    Send(SocketId, SocketAddr, Vec<u8>),
+    Do(Output),
+}
+
 /// A leader or member machine.
 #[derive(Debug)]
 pub struct Client {
@@ -175,7 +182,7 @@ pub struct Client {
     deadline: Option<SimTime>,
     attempts_left: u32,
     seq: u64,
-    out: VecDeque<(Option<(SocketId, SocketAddr, Vec<u8>)>, Option<Output>)>,
+    out: VecDeque<Out>,
     events: VecDeque<String>,
     stats: ClientStats,
     outcome: Option<Result<(), Failure>>,
@@ -268,12 +275,12 @@ impl Client {
     }
 
     fn output(&mut self, o: Output) {
-        self.out.push_back((None, Some(o)));
+        self.out.push_back(Out::Do(o));
     }
 
     fn send(&mut self, socket: SocketId, to: SocketAddr, m: &Message) {
         self.stats.datagrams_sent += 1;
-        self.out.push_back((Some((socket, to, m.to_vec())), None));
+        self.out.push_back(Out::Send(socket, to, m.to_vec()));
     }
 
     fn event(&mut self, e: String) {
@@ -650,7 +657,7 @@ impl HostMachine for Client {
 
     fn poll_output(&mut self, _now: SimTime, buf: &mut [u8]) -> Option<Output> {
         match self.out.pop_front()? {
-            (Some((socket, destination, bytes)), _) => {
+            Out::Send(socket, destination, bytes) => {
                 let len = bytes.len().min(buf.len());
                 buf[..len].copy_from_slice(&bytes[..len]);
                 Some(Output::Transmit {
@@ -659,7 +666,7 @@ impl HostMachine for Client {
                     len,
                 })
             }
-            (None, o) => o,
+            Out::Do(o) => Some(o),
         }
     }
 

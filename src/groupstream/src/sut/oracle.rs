@@ -2,7 +2,7 @@
 //! is judged by what reached it and what it sent, never by its own claims;
 //! memory is per group and per member, never per datagram.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::net::{Ipv4Addr, SocketAddrV4};
 use std::time::Duration;
 
@@ -29,8 +29,16 @@ pub const INVARIANTS: &[(&str, &str)] = &[
         "consecutive frames to a member are one interval apart (±1 ms): the largest of the server's default and the intervals proposed in the window, within the server's minimum and maximum thresholds",
     ),
     (
+        "no_member_after_the_window",
+        "the server streams only to addresses whose Registration Request reached the group's port while the registration window was open",
+    ),
+    (
         "session_ends_with_its_movie",
         "End of Movie comes after the movie's last frame and never before, nothing is streamed after it, it follows the last frame within two intervals, and the group's port is closed when the run ends",
+    ),
+    (
+        "clients_use_the_negotiated_port",
+        "a leader answers OK only for a port a Port Allocated offered it and registers only after the Port ACK of its OK, then sends nothing more from its standard-side socket; every client registers and chooses from the group's port to the same port on the server",
     ),
     (
         "streams_the_chosen_movie",
@@ -81,9 +89,27 @@ struct ServerObs {
     groups: BTreeMap<u16, GroupObs>,
 }
 
+/// A client host's view: what the wire offered and acknowledged to it.
+#[derive(Debug, Default)]
+struct ClientObs {
+    host: usize,
+    leader: bool,
+    /// Its standard-side socket (the source of its first Port Request).
+    std_addr: Option<SocketAddrV4>,
+    /// Ports a Port Allocated delivered to it named.
+    offered: BTreeSet<u16>,
+    /// The Port OKs it sent: Seq → port.
+    oks: BTreeMap<u64, u16>,
+    /// The port of the OK a Port ACK reached it for.
+    moved: Option<u16>,
+    /// Problems already reported (once each per incarnation).
+    reported: Vec<&'static str>,
+}
+
 /// The oracle of one run.
 pub(crate) struct GsOracle {
     servers: BTreeMap<Ipv4Addr, ServerObs>,
+    clients: BTreeMap<Ipv4Addr, ClientObs>,
     violations: Vec<Violation>,
 }
 
@@ -103,8 +129,24 @@ impl GsOracle {
                 ))
             })
             .collect();
+        let clients = roles
+            .iter()
+            .enumerate()
+            .filter_map(|(i, r)| match r {
+                GsRole::Client { role, .. } => Some((
+                    *addrs.get(i)?,
+                    ClientObs {
+                        host: i,
+                        leader: *role == crate::client::Role::Leader,
+                        ..ClientObs::default()
+                    },
+                )),
+                _ => None,
+            })
+            .collect();
         GsOracle {
             servers,
+            clients,
             violations: Vec::new(),
         }
     }
@@ -117,7 +159,106 @@ impl GsOracle {
         });
     }
 
+    /// A client sent `bytes`: judge it by what the wire offered it.
+    fn on_client_sent(
+        &mut self,
+        src: SocketAddrV4,
+        dst: SocketAddrV4,
+        bytes: &[u8],
+        pos: TracePosition,
+    ) {
+        let Some(c) = self.clients.get_mut(src.ip()) else {
+            return;
+        };
+        let Ok(m) = wire::parse(bytes) else { return };
+        let mut found = Vec::new();
+        if c.moved.is_some() && c.std_addr == Some(src) {
+            found.push((
+                "std_after_ack",
+                format!(
+                    "the leader at {src} sent {} from its standard-side socket after the Port ACK of its OK reached it",
+                    m.kind()
+                ),
+            ));
+        }
+        match m {
+            Message::PortRequest { .. } => {
+                c.std_addr.get_or_insert(src);
+            }
+            Message::PortAnswer { seq, port, ok } => {
+                if ok && !c.offered.contains(&port) {
+                    found.push((
+                        "ok_unoffered",
+                        format!(
+                            "the leader at {src} answered Port OK for port {port}, which no Port Allocated that reached it named"
+                        ),
+                    ));
+                }
+                if ok && c.oks.len() < 64 {
+                    c.oks.insert(seq, port);
+                }
+            }
+            Message::Registration { .. } | Message::MovieChoice { .. } => {
+                if src.port() != dst.port() {
+                    found.push((
+                        "other_port",
+                        format!(
+                            "{src} sent {} to {dst}: a client registers and chooses from the group's port to the same port",
+                            m.kind()
+                        ),
+                    ));
+                }
+                if c.leader && c.moved.is_none_or(|p| p != dst.port()) {
+                    found.push((
+                        "before_ack",
+                        format!(
+                            "the leader at {src} sent {} to {dst} before a Port ACK of a Port OK for port {} reached it",
+                            m.kind(),
+                            dst.port()
+                        ),
+                    ));
+                }
+            }
+            _ => {}
+        }
+        for (tag, message) in found {
+            if let Some(c) = self.clients.get_mut(src.ip()) {
+                if c.reported.contains(&tag) {
+                    continue;
+                }
+                c.reported.push(tag);
+            }
+            self.push("clients_use_the_negotiated_port", message, pos);
+        }
+    }
+
+    /// What reached a client's standard-side socket.
+    fn on_client_delivered(&mut self, src: SocketAddrV4, dst: SocketAddrV4, bytes: &[u8]) {
+        let from_std = self
+            .servers
+            .get(src.ip())
+            .is_some_and(|s| s.cfg.port == src.port());
+        let Some(c) = self.clients.get_mut(dst.ip()) else {
+            return;
+        };
+        if !from_std || c.std_addr != Some(dst) {
+            return;
+        }
+        match wire::parse(bytes) {
+            Ok(Message::PortAllocated { port, .. }) if c.offered.len() < 64 => {
+                c.offered.insert(port);
+            }
+            Ok(Message::PortAck { seq }) => {
+                if let Some(p) = c.oks.get(&seq) {
+                    c.moved = Some(*p);
+                }
+            }
+            _ => {}
+        }
+    }
+
     fn on_delivered(&mut self, at: SimTime, src: SocketAddrV4, dst: SocketAddrV4, bytes: &[u8]) {
+        self.on_client_delivered(src, dst, bytes);
         let Some(s) = self.servers.get_mut(dst.ip()) else {
             return;
         };
@@ -128,15 +269,15 @@ impl GsOracle {
                 port,
                 ok: true,
             } = m
+                && s.answers.len() < 4096
             {
-                if s.answers.len() < 4096 {
-                    s.answers.insert((src, seq), port);
-                }
+                s.answers.insert((src, seq), port);
             }
             return;
         }
         let window = Duration::from_millis(s.cfg.registration_window_ms);
         let movies = s.cfg.movies;
+        let max_members = s.cfg.max_members;
         let Some(g) = s.groups.get_mut(&dst.port()) else {
             return;
         };
@@ -144,20 +285,26 @@ impl GsOracle {
         let end = acked + window;
         match m {
             Message::Registration { interval_ms, .. } => {
+                if at >= end + EDGE {
+                    return;
+                }
+                // The server takes no member beyond its table's size.
+                let known = g.registered.len() + g.edge.len();
                 let into = if at + EDGE < end {
                     &mut g.registered
-                } else if at < end + EDGE {
-                    &mut g.edge
                 } else {
-                    return;
+                    &mut g.edge
                 };
-                if into.len() < 4096 {
+                if into.contains_key(&src) || known < max_members {
                     let v = into.entry(src).or_insert(0);
                     *v = (*v).max(interval_ms);
                 }
             }
             Message::MovieChoice { movie, .. }
-                if Some(*src.ip()) == g.leader && movie < movies && at < end + EDGE =>
+                if Some(*src.ip()) == g.leader
+                    && movie < movies
+                    && at < end + EDGE
+                    && g.frames_streamed == 0 =>
             {
                 g.choice = Some(movie);
                 g.choice_in_window = at + EDGE < end;
@@ -213,6 +360,20 @@ impl GsOracle {
         }
         match m {
             Message::Stream { seq, movie, .. } => {
+                // (Before the Port ACK nobody can have registered: the
+                // rule above names that.)
+                if g.acked_at.is_some()
+                    && !g.registered.contains_key(&dst)
+                    && !g.edge.contains_key(&dst)
+                {
+                    found.push((
+                        "no_member_after_the_window",
+                        "unregistered",
+                        format!(
+                            "the server streamed frame {seq} from port {port} to {dst}, whose Registration Request never reached the port while the window was open"
+                        ),
+                    ));
+                }
                 if let Some(e) = g.ended_at {
                     found.push((
                         "session_ends_with_its_movie",
@@ -334,7 +495,10 @@ impl Oracle for GsOracle {
                 dst,
                 bytes,
                 by: Sender::Application,
-            } => self.on_sent(at, src, dst, bytes, position),
+            } => {
+                self.on_client_sent(src, dst, bytes, position);
+                self.on_sent(at, src, dst, bytes, position);
+            }
             WireEvent::Sent { .. } => {}
             WireEvent::Delivered {
                 at,
@@ -354,7 +518,18 @@ impl Oracle for GsOracle {
         }
     }
 
-    fn host_started(&mut self, _host: usize) {}
+    fn host_started(&mut self, host: usize) {
+        // A (re)started client begins afresh.
+        for c in self.clients.values_mut() {
+            if c.host == host {
+                *c = ClientObs {
+                    host,
+                    leader: c.leader,
+                    ..ClientObs::default()
+                };
+            }
+        }
+    }
 
     fn finish(&mut self, hosts: &[HostReport], at: TracePosition) {
         let end = SimTime::from_micros(at.at_us);
@@ -449,9 +624,23 @@ mod tests {
                 movie_frames: 3,
                 ..ServerConfig::default()
             };
-            let roles = [GsRole::Server(cfg)];
+            let roles = [
+                GsRole::Server(cfg),
+                GsRole::Client {
+                    role: crate::client::Role::Leader,
+                    target: 0,
+                    start_ms: 0,
+                    config: crate::config::ClientConfig::default(),
+                },
+                GsRole::Client {
+                    role: crate::client::Role::Member,
+                    target: 0,
+                    start_ms: 0,
+                    config: crate::config::ClientConfig::default(),
+                },
+            ];
             Run {
-                o: GsOracle::new(&roles, &[SERVER]),
+                o: GsOracle::new(&roles, &[SERVER, *LEADER.ip(), *MEMBER.ip()]),
                 n: 0,
             }
         }
@@ -690,6 +879,85 @@ mod tests {
         }
         r.finish(500, &[5000]);
         assert_eq!(r.rules(), ["session_ends_with_its_movie"]);
+    }
+
+    #[test]
+    fn streaming_to_a_member_that_registered_late_is_named() {
+        let mut r = Run::new();
+        r.handshake();
+        r.register(0);
+        let late = SocketAddrV4::new(Ipv4Addr::new(192, 168, 0, 9), 5000);
+        r.frame(103, 0, 1, &[LEADER_G, MEMBER]);
+        r.send(
+            110,
+            late,
+            GRP,
+            Message::Registration {
+                seq: 1,
+                interval_ms: 0,
+            },
+        );
+        r.frame(113, 1, 1, &[LEADER_G, MEMBER, late]);
+        assert_eq!(r.rules(), ["no_member_after_the_window"]);
+    }
+
+    #[test]
+    fn a_leader_leaving_the_negotiation_is_named() {
+        // OK for a port never offered, registering before the Port ACK,
+        // from another port, then using the standard socket after it.
+        let mut r = Run::new();
+        r.send(0, LEADER, STD, Message::PortRequest { seq: 1, port: 5000 });
+        r.send(
+            2,
+            LEADER,
+            STD,
+            Message::PortAnswer {
+                seq: 2,
+                port: 5001,
+                ok: true,
+            },
+        );
+        r.send(
+            3,
+            LEADER_G,
+            GRP,
+            Message::Registration {
+                seq: 3,
+                interval_ms: 0,
+            },
+        );
+        assert_eq!(
+            r.rules(),
+            [
+                "clients_use_the_negotiated_port",
+                "clients_use_the_negotiated_port"
+            ]
+        );
+        let mut r = Run::new();
+        r.handshake();
+        r.send(
+            10,
+            LEADER,
+            GRP,
+            Message::Registration {
+                seq: 3,
+                interval_ms: 0,
+            },
+        );
+        assert_eq!(
+            r.rules(),
+            [
+                "clients_use_the_negotiated_port",
+                "clients_use_the_negotiated_port"
+            ]
+        );
+        assert!(r.o.violations[0].message.contains("standard-side socket"));
+        assert!(r.o.violations[1].message.contains("same port"));
+        // A restarted client is judged afresh; a correct one breaks nothing.
+        let mut r = Run::new();
+        r.handshake();
+        r.register(0);
+        assert!(r.rules().is_empty(), "{:?}", r.o.violations);
     }
 
     #[test]

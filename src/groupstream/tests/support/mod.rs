@@ -136,22 +136,22 @@ impl Net {
                             .unwrap();
                     }
                     let addr = SocketAddr::new(ip(i), port);
-                    if self.bound.contains_key(&addr) {
-                        self.hosts[i].machine.handle(
-                            now,
-                            Input::BindFailed {
-                                socket,
-                                error: io::ErrorKind::AddrInUse,
-                            },
-                        );
-                    } else {
-                        self.bound.insert(addr, (i, socket));
+                    if let std::collections::btree_map::Entry::Vacant(e) = self.bound.entry(addr) {
+                        e.insert((i, socket));
                         self.sockets.insert((i, socket), addr);
                         self.hosts[i].machine.handle(
                             now,
                             Input::Bound {
                                 socket,
                                 local: addr,
+                            },
+                        );
+                    } else {
+                        self.hosts[i].machine.handle(
+                            now,
+                            Input::BindFailed {
+                                socket,
+                                error: io::ErrorKind::AddrInUse,
                             },
                         );
                     }
