@@ -126,6 +126,8 @@ pub struct ClientStats {
     pub frames_expected: u64,
     /// 1 if End of Movie ended the session.
     pub ended_by_end: u64,
+    /// When the client finished (completed or failed), µs since it started.
+    pub finished_us: u64,
     /// Simulated time of the first Stream packet, µs since start.
     pub first_frame_us: u64,
     /// Largest gap between two Stream packets, µs.
@@ -191,6 +193,8 @@ pub struct Client {
     highest: Option<u64>,
     last_frame: Option<SimTime>,
     movie: Option<u16>,
+    /// The time of the input being handled.
+    now: SimTime,
 }
 
 impl Client {
@@ -213,6 +217,7 @@ impl Client {
             highest: None,
             last_frame: None,
             movie: None,
+            now: SimTime::ZERO,
             cfg,
         };
         for (i, p) in c.cfg.occupy_ports.clone().iter().enumerate() {
@@ -303,6 +308,7 @@ impl Client {
     }
 
     fn fail(&mut self, f: Failure, why: String) {
+        self.stats.finished_us = self.now.as_micros();
         self.event(format!("failed: {} ({why})", f.name()));
         self.outcome = Some(Err(f));
         self.phase = Phase::Done;
@@ -310,6 +316,7 @@ impl Client {
     }
 
     fn finish(&mut self) {
+        self.stats.finished_us = self.now.as_micros();
         self.event("movie ended: session closed".into());
         self.outcome = Some(Ok(()));
         self.phase = Phase::Done;
@@ -546,6 +553,7 @@ impl Client {
 
 impl HostMachine for Client {
     fn handle(&mut self, now: SimTime, input: Input<'_>) {
+        self.now = now;
         if self.phase == Phase::Done {
             return;
         }
@@ -609,6 +617,7 @@ impl HostMachine for Client {
     }
 
     fn handle_timeout(&mut self, now: SimTime) {
+        self.now = now;
         if self.deadline.is_none_or(|d| d > now) {
             return;
         }

@@ -93,6 +93,8 @@ struct ServerObs {
 #[derive(Debug, Default)]
 struct ClientObs {
     host: usize,
+    /// When its software starts.
+    start: SimTime,
     leader: bool,
     /// Its standard-side socket (the source of its first Port Request).
     std_addr: Option<SocketAddrV4>,
@@ -133,10 +135,11 @@ impl GsOracle {
             .iter()
             .enumerate()
             .filter_map(|(i, r)| match r {
-                GsRole::Client { role, .. } => Some((
+                GsRole::Client { role, start_ms, .. } => Some((
                     *addrs.get(i)?,
                     ClientObs {
                         host: i,
+                        start: SimTime::from_millis(*start_ms),
                         leader: *role == crate::client::Role::Leader,
                         ..ClientObs::default()
                     },
@@ -473,13 +476,26 @@ impl GsOracle {
 /// The intervals the server may stream a group at: with the proposals
 /// that surely reached it in the window, and with those at its edge too.
 fn allowed_intervals(cfg: &ServerConfig, g: &GroupObs) -> Vec<u32> {
-    let sure = cfg.interval_for(g.registered.values().copied());
-    let edge = cfg.interval_for(g.registered.values().chain(g.edge.values()).copied());
+    let sure = spec_interval(cfg, g.registered.values().copied());
+    let edge = spec_interval(cfg, g.registered.values().chain(g.edge.values()).copied());
     if sure == edge {
         vec![sure]
     } else {
         vec![sure, edge]
     }
+}
+
+/// The interval of spec §5.2, computed here on its own (not with the
+/// server's code): the largest of the default and the proposals, within the
+/// thresholds.
+fn spec_interval(cfg: &ServerConfig, proposals: impl Iterator<Item = u32>) -> u32 {
+    let mut v = cfg.default_interval_ms;
+    for p in proposals {
+        if p > v {
+            v = p;
+        }
+    }
+    v.max(cfg.min_interval_ms).min(cfg.max_interval_ms)
 }
 
 impl Oracle for GsOracle {
@@ -524,6 +540,7 @@ impl Oracle for GsOracle {
             if c.host == host {
                 *c = ClientObs {
                     host,
+                    start: c.start,
                     leader: c.leader,
                     ..ClientObs::default()
                 };
@@ -532,7 +549,16 @@ impl Oracle for GsOracle {
     }
 
     fn finish(&mut self, hosts: &[HostReport], at: TracePosition) {
-        let end = SimTime::from_micros(at.at_us);
+        // The run lasted at least until the last trace event and until the
+        // last client finished (a quiet end leaves no trace event).
+        let end = self
+            .clients
+            .values()
+            .filter_map(|c| {
+                let us = hosts.get(c.host)?.stats.get("finished_us")?.as_u64()?;
+                Some(c.start + Duration::from_micros(us))
+            })
+            .fold(SimTime::from_micros(at.at_us), SimTime::max);
         let mut found = Vec::new();
         for s in self.servers.values() {
             let open: Vec<u64> = hosts
@@ -559,10 +585,10 @@ impl Oracle for GsOracle {
                         break;
                     }
                 }
-                let interval = Duration::from_millis(u64::from(
-                    s.cfg
-                        .interval_for(g.registered.values().chain(g.edge.values()).copied()),
-                ));
+                let interval = Duration::from_millis(u64::from(spec_interval(
+                    &s.cfg,
+                    g.registered.values().chain(g.edge.values()).copied(),
+                )));
                 if let (Some(h), Some(last), None) = (g.highest_seq, g.last_frame_at, g.ended_at)
                     && h + 1 >= s.cfg.movie_frames
                     && last + interval * 2 + EDGE < end
