@@ -128,7 +128,7 @@ pub struct ClientStats {
     pub ended_by_end: u64,
     /// When the client finished (completed or failed), µs since it started.
     pub finished_us: u64,
-    /// Simulated time of the first Stream packet, µs since start.
+    /// When the first Stream packet arrived, µs since the client started.
     pub first_frame_us: u64,
     /// Largest gap between two Stream packets, µs.
     pub max_gap_us: u64,
