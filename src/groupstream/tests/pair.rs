@@ -474,3 +474,68 @@ fn payloads_are_checked() {
     assert_eq!(n.stat(2, "frames_received"), 20);
     assert!(wire::payload_ok(1, 0, &wire::payload(1, 0, 8)));
 }
+
+mod properties {
+    use super::*;
+    use proptest::prelude::*;
+    use streamlab_core::host::{HostMachine, Input};
+    use streamlab_groupstream::client::Client;
+    use streamlab_groupstream::server::Server;
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(64))]
+
+        /// Whatever the network drops, every client ends (no stall), never
+        /// counts more frames than the movie has nor a frame of another
+        /// payload, and the server never makes more than one group.
+        #[test]
+        fn under_any_drop_pattern_clients_end_and_count_truly(pattern in proptest::collection::vec(any::<bool>(), 64)) {
+            let mut n = group_with(2, |n| {
+                let k = std::cell::Cell::new(0usize);
+                n.drop_all(move |_| {
+                    let i = k.get();
+                    k.set(i + 1);
+                    // The pattern drops among the first 64 datagrams; the
+                    // rest pass.
+                    pattern.get(i).copied().unwrap_or(false)
+                });
+            });
+            n.run_until(ms(120_000));
+            for h in 1..=3 {
+                prop_assert!(n.outcome(h).is_some(), "host {h} never ended: {}", n.stats(h));
+                prop_assert!(n.stat(h, "frames_received") <= 20);
+                prop_assert_eq!(n.stat(h, "payload_errors"), 0);
+            }
+            prop_assert!(n.stat(0, "groups_created") <= 1);
+        }
+
+        /// Arbitrary bytes on any socket never panic a machine, and a
+        /// client never counts a frame from anywhere but the group's port
+        /// on the server (these come from other ports).
+        #[test]
+        fn arbitrary_datagrams_never_panic(datagrams in proptest::collection::vec((0u32..3, 1u16..5000, proptest::collection::vec(any::<u8>(), 0..40)), 0..40)) {
+            let server_addr = SocketAddr::new(ip(0), 12345);
+            let mut machines: Vec<Box<dyn HostMachine>> = vec![
+                Box::new(Server::new(server_cfg())),
+                Box::new(Client::new(Role::Leader, client_cfg(), server_addr)),
+                Box::new(Client::new(Role::Member, client_cfg(), server_addr)),
+            ];
+            let mut buf = vec![0u8; 65_535];
+            let mut t = 0;
+            for m in &mut machines {
+                while m.poll_output(ms(0), &mut buf).is_some() {}
+            }
+            for (socket, port, data) in &datagrams {
+                t += 1;
+                for m in &mut machines {
+                    m.handle(ms(t), Input::Datagram { socket: *socket, from: SocketAddr::new(ip(0), *port), data });
+                    m.handle_timeout(ms(t));
+                    while m.poll_output(ms(t), &mut buf).is_some() {}
+                    while m.poll_event().is_some() {}
+                    let _ = m.report();
+                }
+            }
+            prop_assert_eq!(machines[2].report().stats["frames_received"].as_u64(), Some(0));
+        }
+    }
+}
