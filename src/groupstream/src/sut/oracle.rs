@@ -22,7 +22,7 @@ pub const INVARIANTS: &[(&str, &str)] = &[
     ),
     (
         "registered_members_receive_the_stream",
-        "every member whose Registration Request reached the group's port while the window was open is sent every frame the group streams, from the negotiated port, and a group with members and a chosen movie streams once its window closes",
+        "every member whose Registration Request reached the group's port while the window was open is sent every frame the group streams, from the negotiated port (never the standard one), and a group with members and a chosen movie streams once its window closes",
     ),
     (
         "interval_honours_largest_request",
@@ -30,7 +30,7 @@ pub const INVARIANTS: &[(&str, &str)] = &[
     ),
     (
         "no_member_after_the_window",
-        "the server streams only to addresses whose Registration Request reached the group's port while the registration window was open",
+        "the server streams only to addresses whose Registration Request reached the group's port while the registration window was open, and acknowledges no new member after it closed",
     ),
     (
         "session_ends_with_its_movie",
@@ -344,6 +344,19 @@ impl GsOracle {
                         }
                     }
                 }
+                // Everything after the handshake goes through the group's
+                // port (spec §3).
+                Message::Stream { .. } | Message::End { .. } => {
+                    self.push(
+                        "registered_members_receive_the_stream",
+                        format!(
+                            "the server sent {} to {dst} from its standard port {}, not from a negotiated port",
+                            m.kind(),
+                            src.port()
+                        ),
+                        pos,
+                    );
+                }
                 _ => {}
             }
             return;
@@ -438,6 +451,21 @@ impl GsOracle {
                 pm.frames += 1;
                 pm.last_seq = Some(seq);
                 pm.last_at = at;
+            }
+            Message::Ack { .. }
+                if g.acked_at.is_some_and(|a| {
+                    at >= a + Duration::from_millis(cfg.registration_window_ms) + EDGE
+                }) && Some(*dst.ip()) != g.leader
+                    && !g.registered.contains_key(&dst)
+                    && !g.edge.contains_key(&dst) =>
+            {
+                found.push((
+                    "no_member_after_the_window",
+                    "late_ack",
+                    format!(
+                        "the server acknowledged {dst} on port {port} after the registration window closed, though no Registration Request of its reached the port in time"
+                    ),
+                ));
             }
             Message::End { frames, .. } => {
                 let complete = frames == cfg.movie_frames
@@ -925,6 +953,42 @@ mod tests {
         );
         r.frame(113, 1, 1, &[LEADER_G, MEMBER, late]);
         assert_eq!(r.rules(), ["no_member_after_the_window"]);
+    }
+
+    #[test]
+    fn acknowledging_a_late_member_or_streaming_from_the_standard_port_is_named() {
+        let mut r = Run::new();
+        r.handshake();
+        r.register(0);
+        let late = SocketAddrV4::new(Ipv4Addr::new(192, 168, 0, 9), 5000);
+        r.send(
+            150,
+            late,
+            GRP,
+            Message::Registration {
+                seq: 1,
+                interval_ms: 0,
+            },
+        );
+        r.send(151, GRP, late, Message::Ack { seq: 1 });
+        assert_eq!(r.rules(), ["no_member_after_the_window"]);
+        r.send(
+            160,
+            STD,
+            MEMBER,
+            Message::Stream {
+                seq: 0,
+                movie: 1,
+                payload: vec![],
+            },
+        );
+        assert_eq!(
+            r.rules(),
+            [
+                "no_member_after_the_window",
+                "registered_members_receive_the_stream"
+            ]
+        );
     }
 
     #[test]
