@@ -68,6 +68,9 @@ struct GroupObs {
     registered: BTreeMap<SocketAddrV4, u32>,
     /// Reached the port at the window's edge.
     edge: BTreeMap<SocketAddrV4, u32>,
+    /// Registration Requests that reached the port before the Port ACK
+    /// (the server ignores them unless they arrive in the Port ACK's tick).
+    early: BTreeMap<SocketAddrV4, (SimTime, u32)>,
     choice: Option<u16>,
     /// A choice that reached the server well inside the window.
     choice_in_window: bool,
@@ -284,7 +287,15 @@ impl GsOracle {
         let Some(g) = s.groups.get_mut(&dst.port()) else {
             return;
         };
-        let Some(acked) = g.acked_at else { return };
+        let Some(acked) = g.acked_at else {
+            if let Message::Registration { interval_ms, .. } = m
+                && g.early.len() < max_members
+            {
+                let v = g.early.entry(src).or_insert((at, 0));
+                *v = (at, v.1.max(interval_ms));
+            }
+            return;
+        };
         let end = acked + window;
         match m {
             Message::Registration { interval_ms, .. } => {
@@ -333,7 +344,7 @@ impl GsOracle {
             match m {
                 // A new negotiation of a port starts afresh.
                 Message::PortAllocated { port, .. } => {
-                    s.groups.remove(&port);
+                    s.groups.insert(port, GroupObs::default());
                 }
                 Message::PortAck { seq } => {
                     if let Some(port) = s.answers.get(&(dst, seq)).copied() {
@@ -341,6 +352,13 @@ impl GsOracle {
                         if g.acked_at.is_none() {
                             g.acked_at = Some(at);
                             g.leader = Some(*dst.ip());
+                            // A request delivered in the Port ACK's tick may
+                            // have been handled after the group was made.
+                            for (a, (t, i)) in std::mem::take(&mut g.early) {
+                                if t + EDGE >= at {
+                                    g.edge.insert(a, i);
+                                }
+                            }
                         }
                     }
                 }
