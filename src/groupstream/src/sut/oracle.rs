@@ -1010,6 +1010,112 @@ mod tests {
     }
 
     #[test]
+    fn a_registration_in_the_port_acks_tick_may_go_either_way() {
+        // Delivered in the tick of the Port ACK: the server may take it
+        // (streaming to it is fine) or not (not streaming to it is fine).
+        for streamed in [true, false] {
+            let mut r = Run::new();
+            r.send(0, LEADER, STD, Message::PortRequest { seq: 1, port: 5000 });
+            r.send(
+                1,
+                STD,
+                LEADER,
+                Message::PortAllocated { seq: 1, port: 5000 },
+            );
+            r.send(
+                2,
+                LEADER,
+                STD,
+                Message::PortAnswer {
+                    seq: 2,
+                    port: 5000,
+                    ok: true,
+                },
+            );
+            r.send(
+                2,
+                MEMBER,
+                GRP,
+                Message::Registration {
+                    seq: 1,
+                    interval_ms: 0,
+                },
+            );
+            r.send(3, STD, LEADER, Message::PortAck { seq: 2 });
+            r.send(
+                10,
+                LEADER_G,
+                GRP,
+                Message::Registration {
+                    seq: 3,
+                    interval_ms: 0,
+                },
+            );
+            r.send(14, LEADER_G, GRP, Message::MovieChoice { seq: 4, movie: 1 });
+            let to: &[SocketAddrV4] = if streamed {
+                &[LEADER_G, MEMBER]
+            } else {
+                &[LEADER_G]
+            };
+            for k in 0..3 {
+                r.frame(103 + 10 * k, k, 1, to);
+            }
+            r.send(
+                133,
+                GRP,
+                LEADER_G,
+                Message::End {
+                    frames: 3,
+                    movie: 1,
+                },
+            );
+            r.finish(500, &[]);
+            assert!(r.rules().is_empty(), "{streamed}: {:?}", r.o.violations);
+        }
+        // One that came well before the Port ACK was ignored by the server:
+        // streaming to it is not.
+        let mut r = Run::new();
+        r.send(0, LEADER, STD, Message::PortRequest { seq: 1, port: 5000 });
+        r.send(
+            1,
+            STD,
+            LEADER,
+            Message::PortAllocated { seq: 1, port: 5000 },
+        );
+        r.send(
+            1,
+            MEMBER,
+            GRP,
+            Message::Registration {
+                seq: 1,
+                interval_ms: 0,
+            },
+        );
+        r.send(
+            20,
+            LEADER,
+            STD,
+            Message::PortAnswer {
+                seq: 2,
+                port: 5000,
+                ok: true,
+            },
+        );
+        r.send(21, STD, LEADER, Message::PortAck { seq: 2 });
+        r.send(
+            30,
+            LEADER_G,
+            GRP,
+            Message::Registration {
+                seq: 3,
+                interval_ms: 0,
+            },
+        );
+        r.frame(121, 0, 1, &[LEADER_G, MEMBER]);
+        assert_eq!(r.rules(), ["no_member_after_the_window"]);
+    }
+
+    #[test]
     fn a_leader_leaving_the_negotiation_is_named() {
         // OK for a port never offered, registering before the Port ACK,
         // from another port, then using the standard socket after it.
