@@ -162,11 +162,10 @@ fn status(now: SimTime, line: &str) {
     let _ = std::io::stdout().flush();
 }
 
-/// The server, stopping once enough sessions ended.
+/// The server, stopping once enough sessions ended and their groups closed.
 struct Limited {
     server: Server,
     sessions: Option<u64>,
-    pending: usize,
 }
 
 impl HostMachine for Limited {
@@ -177,9 +176,7 @@ impl HostMachine for Limited {
         self.server.handle_timeout(now);
     }
     fn poll_output(&mut self, now: SimTime, buf: &mut [u8]) -> Option<Output> {
-        let o = self.server.poll_output(now, buf);
-        self.pending = usize::from(o.is_some());
-        o
+        self.server.poll_output(now, buf)
     }
     fn poll_timeout(&self) -> Option<SimTime> {
         self.server.poll_timeout()
@@ -188,12 +185,11 @@ impl HostMachine for Limited {
         self.server.poll_event()
     }
     fn is_finished(&self) -> bool {
+        let stats = self.server.stats();
         self.server.is_finished()
-            || self.sessions.is_some_and(|n| {
-                self.pending == 0
-                    && self.server.stats().sessions_ended >= n
-                    && self.server.stats().groups_open == 0
-            })
+            || self
+                .sessions
+                .is_some_and(|n| stats.sessions_ended >= n && stats.groups_open == 0)
     }
     fn report(&self) -> HostReport {
         self.server.report()
@@ -220,7 +216,6 @@ async fn server(a: ServerArgs) -> u8 {
     let machine = Limited {
         server: Server::new(cfg),
         sessions: a.exit_after_sessions,
-        pending: 0,
     };
     let mut driver = HostDriver::new(machine, TokioNet { ip: a.bind });
     status(
