@@ -1,0 +1,8 @@
+//! # streamlab-srt: SRT live mode as a system under test
+//!
+//! The subset of SRT (draft-sharabayko-srt) that `docs/srt.md` specifies:
+//! live mode, no encryption, caller and listener (no rendezvous), the
+//! message API, one stream per connection.
+//!
+//! - [`wire`] turns bytes into typed packets and back; parsing never panics.
+pub mod wire;
