@@ -5,4 +5,7 @@
 //! message API, one stream per connection.
 //!
 //! - [`wire`] turns bytes into typed packets and back; parsing never panics.
+//! - [`proto`] holds the sans-IO caller/listener endpoint and the live
+//!   source/sink application the simulated hosts run.
+pub mod proto;
 pub mod wire;

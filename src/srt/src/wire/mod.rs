@@ -159,7 +159,9 @@ pub enum ParseError {
         word: usize,
     },
     /// A handshake extension block runs past the datagram.
-    #[error("handshake: extension block type {kind} of {words} words at offset {offset} runs past the end ({len} bytes)")]
+    #[error(
+        "handshake: extension block type {kind} of {words} words at offset {offset} runs past the end ({len} bytes)"
+    )]
     ExtensionOverrun {
         /// Block type.
         kind: u16,

@@ -107,7 +107,10 @@ mod tests {
         assert!(!SeqNo::new(5).is_before(last));
         assert_eq!(SeqNo::new(0x8000_0003), SeqNo::new(3));
         assert_eq!(SeqNo::new(10).offset_from(SeqNo::new(3)), 7);
-        assert_eq!(SeqNo::new(0).offset_from(SeqNo::new(SEQ_HALF)), -(SEQ_HALF as i32));
+        assert_eq!(
+            SeqNo::new(0).offset_from(SeqNo::new(SEQ_HALF)),
+            -(SEQ_HALF as i32)
+        );
     }
 
     #[test]

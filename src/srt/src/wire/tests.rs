@@ -18,7 +18,8 @@ const CONCLUSION_RSP: &str = "80000000000000000000056e08304c58000000050000000167
 /// The second DATA packet (frame 8).
 const DATA: &str = "6721babbc0000002000c524708304c580000000100000001000000010000000100000001";
 /// Full ACK (frame 6).
-const FULL_ACK: &str = "8002000000000001000be4ca34deff8e6721babb000186a00000c35000001ffe00000002000003e800000598";
+const FULL_ACK: &str =
+    "8002000000000001000be4ca34deff8e6721babb000186a00000c35000001ffe00000002000003e800000598";
 /// ACKACK (frame 7), with libsrt's 4-byte zero CIF.
 const ACKACK: &str = "8006000000000001000bdbda08304c5800000000";
 /// KEEPALIVE (frame 65).
@@ -214,7 +215,11 @@ fn unknown_extension_blocks_are_kept_and_skipped() {
     b[66..68].copy_from_slice(&[0, 9]);
     assert!(matches!(
         parse(&b),
-        Err(ParseError::ExtensionOverrun { kind: 1, words: 9, .. })
+        Err(ParseError::ExtensionOverrun {
+            kind: 1,
+            words: 9,
+            ..
+        })
     ));
     // A dangling partial block header too.
     let mut short = bytes(CONCLUSION_REQ);
@@ -269,11 +274,12 @@ fn arb_cif() -> impl Strategy<Value = Vec<u8>> {
 }
 
 fn arb_body() -> impl Strategy<Value = ControlBody> {
-    let ext = (any::<u16>(), proptest::collection::vec(any::<u8>(), 0..4))
-        .prop_map(|(kind, w)| Extension {
+    let ext = (any::<u16>(), proptest::collection::vec(any::<u8>(), 0..4)).prop_map(|(kind, w)| {
+        Extension {
             kind,
             contents: w.iter().flat_map(|b| [*b; 4]).collect(),
-        });
+        }
+    });
     let hs = (
         any::<u32>(),
         any::<u16>(),
