@@ -1229,7 +1229,11 @@ impl Machine for Endpoint {
                     ControlBody::Shutdown { .. } => {
                         self.stats.control.shutdowns_received += 1;
                         if self.state == State::Connected {
-                            self.state = State::Draining;
+                            self.state = if self.receive_buffer_empty() {
+                                State::Closed
+                            } else {
+                                State::Draining
+                            };
                             self.events.push_back(Event::PeerShutdown);
                         }
                     }
