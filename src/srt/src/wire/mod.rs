@@ -567,7 +567,7 @@ fn parse_ack(cif: &[u8]) -> Result<Ack, ParseError> {
         what: "ACK",
         len: cif.len(),
     };
-    if cif.len() % 4 != 0 {
+    if !cif.len().is_multiple_of(4) {
         return Err(bad());
     }
     let w = |i: usize| word(cif, i * 4);
@@ -602,7 +602,7 @@ fn parse_ack(cif: &[u8]) -> Result<Ack, ParseError> {
 /// # Errors
 /// A length that is no multiple of 4, or a range start without its end.
 pub fn parse_loss_list(cif: &[u8]) -> Result<Vec<LossRange>, ParseError> {
-    if cif.len() % 4 != 0 {
+    if !cif.len().is_multiple_of(4) {
         return Err(ParseError::BadCifLength {
             what: "NAK",
             len: cif.len(),
