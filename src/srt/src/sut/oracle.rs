@@ -409,3 +409,239 @@ impl Oracle for SrtOracle {
         out
     }
 }
+
+#[cfg(test)]
+mod tests {
+    //! Broken senders and receivers, written as wire events and final
+    //! reports, are each caught by the invariant named for them.
+
+    use super::*;
+    use crate::proto::Config;
+    use crate::sut::AppSpec;
+    use crate::wire::{ControlPacket, DataPacket, Handshake, LossRange, Position};
+    use streamlab_core::time::SimTime;
+
+    const L: SocketAddrV4 = SocketAddrV4::new(Ipv4Addr::new(192, 168, 0, 1), 9000);
+    const C: SocketAddrV4 = SocketAddrV4::new(Ipv4Addr::new(192, 168, 0, 2), 49152);
+
+    fn oracle() -> SrtOracle {
+        let roles = vec![
+            SrtRole::Listener {
+                port: 9000,
+                config: Config::default(),
+                app: AppSpec::Sink,
+            },
+            SrtRole::Caller {
+                target: 0,
+                port: 9000,
+                start_ms: 0,
+                isn: None,
+                config: Config::default(),
+                app: AppSpec::Sink,
+            },
+        ];
+        SrtOracle::new(
+            &roles,
+            &["listener".into(), "caller".into()],
+            &[*L.ip(), *C.ip()],
+        )
+    }
+
+    fn pos(n: u64) -> TracePosition {
+        TracePosition {
+            event: n,
+            at_us: n * 1000,
+        }
+    }
+
+    fn data(seq: u32, r: bool) -> Vec<u8> {
+        Packet::Data(DataPacket {
+            seq: SeqNo::new(seq),
+            position: Position::Solo,
+            in_order: false,
+            key: 0,
+            retransmitted: r,
+            msgno: 1,
+            timestamp: 0,
+            dst_socket: 1,
+            payload: &[0; 20],
+        })
+        .to_bytes()
+    }
+
+    fn ctrl(body: ControlBody) -> Vec<u8> {
+        Packet::Control(ControlPacket {
+            subtype: 0,
+            info: 0,
+            timestamp: 0,
+            dst_socket: 1,
+            body,
+        })
+        .to_bytes()
+    }
+
+    fn conclusion(isn: u32) -> Vec<u8> {
+        ctrl(ControlBody::Handshake(Handshake {
+            version: 5,
+            encryption: 0,
+            extension: 1,
+            isn,
+            mtu: 1500,
+            flow_window: 8192,
+            hs_type: hs_type::CONCLUSION,
+            socket_id: 2,
+            cookie: 3,
+            peer_ip: [0; 16],
+            extensions: Vec::new(),
+        }))
+    }
+
+    fn nak(first: u32, last: u32) -> Vec<u8> {
+        ctrl(ControlBody::Nak(vec![LossRange {
+            first: SeqNo::new(first),
+            last: SeqNo::new(last),
+        }]))
+    }
+
+    fn sent(o: &mut SrtOracle, n: u64, src: SocketAddrV4, dst: SocketAddrV4, b: &[u8]) {
+        o.observe(
+            &WireEvent::Sent {
+                at: SimTime::from_millis(n),
+                src,
+                dst,
+                bytes: b,
+                by: Sender::Application,
+            },
+            pos(n),
+        );
+    }
+
+    fn delivered(o: &mut SrtOracle, n: u64, src: SocketAddrV4, dst: SocketAddrV4, b: &[u8]) {
+        o.observe(
+            &WireEvent::Delivered {
+                at: SimTime::from_millis(n),
+                src,
+                dst,
+                bytes: b,
+            },
+            pos(n),
+        );
+    }
+
+    fn rules(o: &SrtOracle) -> Vec<&'static str> {
+        o.violations().iter().map(|v| v.rule).collect()
+    }
+
+    /// A correct exchange: handshake, data 10..=12 with 11 lost, NAK,
+    /// retransmission with R.
+    fn correct(o: &mut SrtOracle) {
+        sent(o, 1, L, C, &conclusion(10));
+        delivered(o, 2, L, C, &conclusion(10));
+        sent(o, 3, C, L, &data(10, false));
+        delivered(o, 4, C, L, &data(10, false));
+        sent(o, 5, C, L, &data(11, false));
+        sent(o, 6, C, L, &data(12, false));
+        delivered(o, 7, C, L, &data(12, false));
+        sent(o, 8, L, C, &nak(11, 11));
+        sent(o, 9, C, L, &data(11, true));
+        delivered(o, 10, C, L, &data(11, true));
+    }
+
+    fn report(v: serde_json::Value) -> HostReport {
+        HostReport {
+            outcome: Some(Outcome::Completed),
+            state: None,
+            stats: v,
+        }
+    }
+
+    fn good_reports() -> Vec<HostReport> {
+        vec![
+            report(serde_json::json!({
+                "recv": {"packets": 3, "packetsLost": 1, "packetsDropped": 0},
+                "send": {"packets": 0, "packetsRetransmitted": 0},
+                "sink": {"early": 0, "outOfOrder": 0, "missing": 0}
+            })),
+            report(serde_json::json!({
+                "recv": {"packets": 0, "packetsLost": 0, "packetsDropped": 0},
+                "send": {"packets": 4, "packetsRetransmitted": 1},
+                "sink": {"early": 0, "outOfOrder": 0, "missing": 0}
+            })),
+        ]
+    }
+
+    #[test]
+    fn a_correct_exchange_breaks_nothing() {
+        let mut o = oracle();
+        correct(&mut o);
+        o.finish(&good_reports(), pos(99));
+        assert!(o.violations().is_empty(), "{:?}", o.violations());
+    }
+
+    #[test]
+    fn data_before_the_conclusion_is_caught() {
+        let mut o = oracle();
+        // The caller sends before any CONCLUSION response reached it.
+        sent(&mut o, 1, L, C, &conclusion(10));
+        sent(&mut o, 2, C, L, &data(10, false));
+        assert_eq!(rules(&o), ["no_data_before_conclusion"]);
+        // A listener sending before it accepted anything.
+        let mut o = oracle();
+        sent(&mut o, 1, L, C, &data(10, false));
+        assert_eq!(rules(&o), ["no_data_before_conclusion"]);
+    }
+
+    #[test]
+    fn a_retransmission_without_r_is_caught() {
+        let mut o = oracle();
+        correct(&mut o);
+        sent(&mut o, 11, C, L, &data(11, false));
+        assert_eq!(rules(&o), ["retransmission_flagged"]);
+    }
+
+    #[test]
+    fn a_nak_beyond_what_was_sent_is_caught() {
+        let mut o = oracle();
+        correct(&mut o);
+        sent(&mut o, 11, L, C, &nak(12, 13));
+        assert_eq!(rules(&o), ["nak_within_sent"]);
+    }
+
+    #[test]
+    fn early_release_uncounted_gaps_and_wrong_stats_are_caught() {
+        let mut o = oracle();
+        correct(&mut o);
+        let mut r = good_reports();
+        r[0].stats["sink"]["early"] = 2.into();
+        o.finish(&r, pos(99));
+        assert_eq!(rules(&o), ["tsbpd_release"]);
+
+        let mut o = oracle();
+        correct(&mut o);
+        let mut r = good_reports();
+        r[0].stats["sink"]["missing"] = 1.into();
+        o.finish(&r, pos(99));
+        assert_eq!(rules(&o), ["release_order_and_counted_drops"]);
+
+        let mut o = oracle();
+        correct(&mut o);
+        let mut r = good_reports();
+        r[0].stats["sink"]["outOfOrder"] = 1.into();
+        o.finish(&r, pos(99));
+        assert_eq!(rules(&o), ["release_order_and_counted_drops"]);
+
+        for (host, path, v) in [
+            (1usize, "/send/packetsRetransmitted", 0u64),
+            (1, "/send/packets", 3),
+            (0, "/recv/packetsLost", 0),
+            (0, "/recv/packets", 2),
+        ] {
+            let mut o = oracle();
+            correct(&mut o);
+            let mut r = good_reports();
+            *r[host].stats.pointer_mut(path).unwrap() = v.into();
+            o.finish(&r, pos(99));
+            assert_eq!(rules(&o), ["stats_match_trace"], "{path}");
+        }
+    }
+}
