@@ -238,6 +238,7 @@ struct Conn {
     next_nak_at: SimTime,
     rtt_us: u64,
     rtt_var_us: u64,
+    rtt_measured: bool,
     last_sent: SimTime,
     last_recv: SimTime,
 }
@@ -788,6 +789,7 @@ impl Endpoint {
             next_nak_at: now,
             rtt_us: INITIAL_RTT_US,
             rtt_var_us: INITIAL_RTT_VAR_US,
+            rtt_measured: false,
             last_sent: now,
             last_recv: now,
         });
@@ -911,7 +913,11 @@ impl Endpoint {
             None
         };
         if let Some(g) = gap {
-            // An immediate NAK on a gap (draft §4.8.2).
+            // An immediate NAK on a gap (draft §4.8.2); the periodic one
+            // follows an interval later.
+            if let Some(c) = self.conn.as_mut() {
+                c.next_nak_at = now + std::time::Duration::from_micros(Self::nak_interval(c));
+            }
             self.send_nak(now, vec![g]);
         }
         if let Some(seq) = light {
@@ -956,9 +962,17 @@ impl Endpoint {
         if let Some((rtt, var)) = full
             && number != 0
         {
-            // The sender takes the receiver's estimate, smoothed (libsrt).
-            c.rtt_us = (7 * c.rtt_us + u64::from(rtt)) / 8;
-            c.rtt_var_us = (3 * c.rtt_var_us + u64::from(var)) / 4;
+            // The sender takes the receiver's estimate, smoothed; the
+            // first measured one replaces the initial values (libsrt
+            // `processCtrlAck`).
+            if c.rtt_measured {
+                c.rtt_us = (7 * c.rtt_us + u64::from(rtt)) / 8;
+                c.rtt_var_us = (3 * c.rtt_var_us + u64::from(var)) / 4;
+            } else if u64::from(rtt) != INITIAL_RTT_US {
+                c.rtt_us = u64::from(rtt);
+                c.rtt_var_us = u64::from(var);
+                c.rtt_measured = true;
+            }
             let (peer, dst, start) = (c.peer, c.peer_socket, c.start);
             self.push_control(
                 now,
@@ -978,10 +992,18 @@ impl Endpoint {
         let Some(&(_, sent_at)) = c.ack_history.iter().find(|(n, _)| *n == number) else {
             return;
         };
-        // RTT smoothing (draft §4.10).
+        // RTT smoothing (draft §4.10); the first sample replaces the
+        // initial estimate (libsrt `processCtrlAckAck`: RTT = sample,
+        // RTTVar = sample / 2).
         let sample = (now - sent_at).as_micros() as u64;
-        c.rtt_var_us = (3 * c.rtt_var_us + c.rtt_us.abs_diff(sample)) / 4;
-        c.rtt_us = (7 * c.rtt_us + sample) / 8;
+        if c.rtt_measured {
+            c.rtt_var_us = (3 * c.rtt_var_us + c.rtt_us.abs_diff(sample)) / 4;
+            c.rtt_us = (7 * c.rtt_us + sample) / 8;
+        } else {
+            c.rtt_us = sample;
+            c.rtt_var_us = sample / 2;
+            c.rtt_measured = true;
+        }
         c.ackacked_seq = c.ackacked_seq.max(c.last_full_ack_seq);
     }
 
@@ -1085,7 +1107,11 @@ impl Endpoint {
             let seq = Self::ack_seq(c);
             let unconfirmed = seq > c.ackacked_seq
                 && (now - c.last_full_ack_at).as_micros() as u64 >= 2 * c.rtt_us;
-            if seq > c.last_full_ack_seq || unconfirmed {
+            // Until an ACKACK measured the RTT, acknowledge every period
+            // anyway: the periodic NAK interval depends on it, and the
+            // initial 100 ms ± 50 ms would space NAKs beyond the latency.
+            let probe = !c.rtt_measured && self.stats.recv.packets_unique > 0;
+            if seq > c.last_full_ack_seq || unconfirmed || probe {
                 c.ack_no = c.ack_no.wrapping_add(1).max(1);
                 let number = c.ack_no;
                 c.ack_history.push_back((number, now));
