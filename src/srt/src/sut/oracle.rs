@@ -57,6 +57,19 @@ pub(crate) struct SrtOracle {
     listeners: BTreeMap<SocketAddrV4, usize>,
     /// Caller IPs → host index.
     callers: BTreeMap<Ipv4Addr, usize>,
+    /// Callers' addresses (their ports are ephemeral), learned from what
+    /// they sent, so that a stranger on a caller's host is not taken for it.
+    caller_addrs: BTreeMap<usize, SocketAddrV4>,
+    /// Per sender address: its socket id and connection start (µs), learned
+    /// from its handshake packets.
+    peers: BTreeMap<SocketAddrV4, (u32, u64)>,
+    /// Per (listener, caller): the connection's ISN.
+    isns: BTreeMap<(SocketAddrV4, SocketAddrV4), SeqNo>,
+    /// Receivers that were handed DATA whose header the network changed
+    /// (sequence number or timestamp not what the source wrote): without
+    /// encryption SRT cannot tell, so their release-time and order checks
+    /// are void.
+    tampered: BTreeSet<usize>,
     /// (listener, caller) pairs the listener accepted (sent a CONCLUSION response).
     accepted: BTreeSet<(SocketAddrV4, SocketAddrV4)>,
     /// (listener, caller) pairs whose CONCLUSION response reached the caller.
@@ -90,6 +103,10 @@ impl SrtOracle {
             names: names.to_vec(),
             listeners,
             callers,
+            caller_addrs: BTreeMap::new(),
+            peers: BTreeMap::new(),
+            isns: BTreeMap::new(),
+            tampered: BTreeSet::new(),
             accepted: BTreeSet::new(),
             confirmed: BTreeSet::new(),
             dirs: BTreeMap::new(),
@@ -115,19 +132,23 @@ impl SrtOracle {
         }
     }
 
-    /// The SRT host sending from `src`, if any.
+    /// The SRT host at address `a` (a listener's port, a caller's learned
+    /// address), if any.
     fn host_of(&self, a: SocketAddrV4) -> Option<usize> {
-        self.listeners
-            .get(&a)
-            .or_else(|| self.callers.get(a.ip()))
-            .copied()
+        if let Some(&i) = self.listeners.get(&a) {
+            return Some(i);
+        }
+        let &i = self.callers.get(a.ip())?;
+        (self.caller_addrs.get(&i) == Some(&a)).then_some(i)
     }
 
     /// The (listener, caller) pair of a datagram between them, either way.
     fn pair(&self, src: SocketAddrV4, dst: SocketAddrV4) -> Option<(SocketAddrV4, SocketAddrV4)> {
-        if self.listeners.contains_key(&src) && self.callers.contains_key(dst.ip()) {
+        let is_caller =
+            |a: SocketAddrV4| self.host_of(a).is_some() && !self.listeners.contains_key(&a);
+        if self.listeners.contains_key(&src) && is_caller(dst) {
             Some((src, dst))
-        } else if self.listeners.contains_key(&dst) && self.callers.contains_key(src.ip()) {
+        } else if self.listeners.contains_key(&dst) && is_caller(src) {
             Some((dst, src))
         } else {
             None
@@ -136,17 +157,37 @@ impl SrtOracle {
 
     fn on_sent(
         &mut self,
+        at_us: u64,
         src: SocketAddrV4,
         dst: SocketAddrV4,
         p: &Packet<'_>,
         pos: TracePosition,
     ) {
+        // A caller's address is what it first sends a listener from.
+        if let Some(&i) = self.callers.get(src.ip())
+            && self.listeners.contains_key(&dst)
+        {
+            self.caller_addrs.entry(i).or_insert(src);
+        }
         let Some(host) = self.host_of(src) else {
             return;
         };
         let Some((listener, caller)) = self.pair(src, dst) else {
             return;
         };
+        if let Packet::Control(c) = p
+            && let ControlBody::Handshake(h) = &c.body
+        {
+            let start = at_us.wrapping_sub(u64::from(c.timestamp));
+            if src == caller {
+                self.peers.entry(src).or_insert((h.socket_id, start));
+            } else if h.hs_type == hs_type::CONCLUSION {
+                self.peers.entry(src).or_insert((h.socket_id, start));
+                self.isns
+                    .entry((listener, caller))
+                    .or_insert(SeqNo::new(h.isn));
+            }
+        }
         match p {
             Packet::Data(d) => {
                 let e = self.sent.entry(host).or_default();
@@ -242,7 +283,30 @@ impl SrtOracle {
                 let Some(host) = self.host_of(dst) else {
                     return;
                 };
+                // The receiver takes DATA for its own socket id only.
+                if self
+                    .peers
+                    .get(&dst)
+                    .is_none_or(|(sid, _)| *sid != d.dst_socket)
+                {
+                    return;
+                }
                 *self.delivered.entry(host).or_default() += 1;
+                // Did the network change what the source wrote?
+                let intact = match (
+                    crate::proto::read_payload(d.payload),
+                    self.peers.get(&src),
+                    self.isns.get(&(listener, caller)),
+                ) {
+                    (Some((counter, origin)), Some((_, start)), Some(isn)) => {
+                        d.seq == isn.add(counter as u32)
+                            && d.timestamp == origin.as_micros().wrapping_sub(*start) as u32
+                    }
+                    _ => false,
+                };
+                if !intact {
+                    self.tampered.insert(host);
+                }
                 // A caller processes DATA only once connected.
                 if dst == caller && !self.confirmed.contains(&(listener, caller)) {
                     return;
@@ -292,7 +356,7 @@ impl Oracle for SrtOracle {
                 ..
             } => {
                 if let Ok(p) = wire::parse(bytes) {
-                    self.on_sent(src, dst, &p, position);
+                    self.on_sent(position.at_us, src, dst, &p, position);
                 }
             }
             WireEvent::Sent { .. } => {}
@@ -308,6 +372,22 @@ impl Oracle for SrtOracle {
 
     fn host_crashed(&mut self, host: usize) {
         self.crashed.insert(host);
+        // Its next incarnation starts afresh: new socket id, ISN, connection.
+        let addrs: Vec<SocketAddrV4> = self
+            .listeners
+            .iter()
+            .filter(|(_, i)| **i == host)
+            .map(|(a, _)| *a)
+            .chain(self.caller_addrs.get(&host).copied())
+            .collect();
+        for a in addrs {
+            self.accepted.retain(|(l, c)| *l != a && *c != a);
+            self.confirmed.retain(|(l, c)| *l != a && *c != a);
+            self.isns.retain(|(l, c), _| *l != a && *c != a);
+            self.dirs.retain(|(s, d), _| *s != a && *d != a);
+            self.peers.remove(&a);
+        }
+        self.caller_addrs.remove(&host);
     }
 
     fn host_started(&mut self, _host: usize) {}
@@ -322,8 +402,13 @@ impl Oracle for SrtOracle {
         for i in srt_hosts {
             let Some(r) = hosts.get(i) else { continue };
             let who = self.name(i).to_string();
+            let skip_app = self.tampered.contains(&i) || self.crashed.contains(&i);
             // Sink facts (recorded by the sink, bounded).
-            let early = stat(r, "sink.early").unwrap_or(0);
+            let early = if skip_app {
+                0
+            } else {
+                stat(r, "sink.early").unwrap_or(0)
+            };
             if early > 0 {
                 let first = r
                     .stats
@@ -342,7 +427,7 @@ impl Oracle for SrtOracle {
             let ooo = stat(r, "sink.outOfOrder").unwrap_or(0);
             let missing = stat(r, "sink.missing").unwrap_or(0);
             let dropped = stat(r, "recv.packetsDropped").unwrap_or(0);
-            if ooo > 0 || missing != dropped {
+            if !skip_app && (ooo > 0 || missing != dropped) {
                 self.violate(
                     "release_order_and_counted_drops",
                     format!(
@@ -454,7 +539,12 @@ mod tests {
         }
     }
 
+    /// DATA from the caller's source (ISN 10, connection start 0): message
+    /// `seq − 10`, sent at `seq` ms, for the listener's socket id 2.
     fn data(seq: u32, r: bool) -> Vec<u8> {
+        let origin = SimTime::from_millis(u64::from(seq));
+        let mut payload = Vec::new();
+        crate::proto::fill_payload(u64::from(seq - 10), origin, 40, &mut payload);
         Packet::Data(DataPacket {
             seq: SeqNo::new(seq),
             position: Position::Solo,
@@ -462,9 +552,9 @@ mod tests {
             key: 0,
             retransmitted: r,
             msgno: 1,
-            timestamp: 0,
-            dst_socket: 1,
-            payload: &[0; 20],
+            timestamp: origin.as_micros() as u32,
+            dst_socket: 2,
+            payload: &payload,
         })
         .to_bytes()
     }
@@ -481,6 +571,10 @@ mod tests {
     }
 
     fn conclusion(isn: u32) -> Vec<u8> {
+        handshake(isn, hs_type::CONCLUSION, 2)
+    }
+
+    fn handshake(isn: u32, hs_type: i32, socket_id: u32) -> Vec<u8> {
         ctrl(ControlBody::Handshake(Handshake {
             version: 5,
             encryption: 0,
@@ -488,8 +582,8 @@ mod tests {
             isn,
             mtu: 1500,
             flow_window: 8192,
-            hs_type: hs_type::CONCLUSION,
-            socket_id: 2,
+            hs_type,
+            socket_id,
             cookie: 3,
             peer_ip: [0; 16],
             extensions: Vec::new(),
@@ -535,6 +629,9 @@ mod tests {
     /// A correct exchange: handshake, data 10..=12 with 11 lost, NAK,
     /// retransmission with R.
     fn correct(o: &mut SrtOracle) {
+        // The caller (socket id 1, started at 0) asks; the listener (socket
+        // id 2) accepts.
+        sent(o, 0, C, L, &handshake(10, hs_type::CONCLUSION, 1));
         sent(o, 1, L, C, &conclusion(10));
         delivered(o, 2, L, C, &conclusion(10));
         sent(o, 3, C, L, &data(10, false));
@@ -582,11 +679,13 @@ mod tests {
     fn data_before_the_conclusion_is_caught() {
         let mut o = oracle();
         // The caller sends before any CONCLUSION response reached it.
+        sent(&mut o, 0, C, L, &handshake(10, hs_type::CONCLUSION, 1));
         sent(&mut o, 1, L, C, &conclusion(10));
         sent(&mut o, 2, C, L, &data(10, false));
         assert_eq!(rules(&o), ["no_data_before_conclusion"]);
         // A listener sending before it accepted anything.
         let mut o = oracle();
+        sent(&mut o, 0, C, L, &handshake(10, hs_type::INDUCTION, 1));
         sent(&mut o, 1, L, C, &data(10, false));
         assert_eq!(rules(&o), ["no_data_before_conclusion"]);
     }
@@ -643,5 +742,154 @@ mod tests {
             o.finish(&r, pos(99));
             assert_eq!(rules(&o), ["stats_match_trace"], "{path}");
         }
+    }
+
+    #[test]
+    fn tampered_headers_void_the_release_checks_only() {
+        let mut o = oracle();
+        correct(&mut o);
+        // The network rewrote a timestamp: the sink may legitimately
+        // release that message early, SRT has no way to know.
+        let mut b = data(13, false);
+        sent(&mut o, 11, C, L, &b);
+        b[8..12].copy_from_slice(&1u32.to_be_bytes());
+        delivered(&mut o, 12, C, L, &b);
+        let mut r = good_reports();
+        r[0].stats["sink"]["early"] = 1.into();
+        r[0].stats["recv"]["packets"] = 4.into();
+        r[1].stats["send"]["packets"] = 5.into();
+        o.finish(&r, pos(99));
+        assert!(o.violations().is_empty(), "{:?}", o.violations());
+    }
+
+    #[test]
+    fn a_stranger_on_the_callers_host_is_not_the_caller() {
+        let mut o = oracle();
+        correct(&mut o);
+        let stranger = SocketAddrV4::new(*C.ip(), 40000);
+        // Spoofed DATA from another port of the caller's host neither
+        // counts as the caller's nor breaks its invariants.
+        sent(&mut o, 11, stranger, L, &data(11, false));
+        delivered(&mut o, 12, stranger, L, &data(11, false));
+        o.finish(&good_reports(), pos(99));
+        assert!(o.violations().is_empty(), "{:?}", o.violations());
+    }
+
+    /// A real caller and listener over a lossy 10 ms link, every datagram
+    /// shown to the oracle: nothing is taken for tampering, so the release
+    /// checks stay armed, and a sink report claiming an early release is
+    /// caught.
+    #[test]
+    fn real_traffic_keeps_the_release_checks_armed() {
+        use crate::proto::{App, Endpoint, LiveHost, Role, SourceConfig};
+        use rand::Rng;
+        use std::net::SocketAddr;
+        use streamlab_core::host::Reporting;
+        use streamlab_core::machine::Machine;
+
+        let caller = Endpoint::new(
+            Config::default(),
+            Role::Caller {
+                peer: SocketAddr::V4(L),
+                isn: SeqNo::new(wire::SEQ_MAX - 20),
+            },
+            77,
+        );
+        let listener = Endpoint::new(Config::default(), Role::Listener { secret: [3; 32] }, 88);
+        let source = App::source(SourceConfig {
+            bitrate_bps: 1_000_000,
+            packet_size: 200,
+            duration_ms: 500,
+        });
+        // Index 0 listener (L), 1 caller (C), as in `oracle()`.
+        let mut hosts = [
+            LiveHost::new(listener, App::sink()),
+            LiveHost::new(caller, source),
+        ];
+        let addr = [L, C];
+        let mut rng = streamlab_core::seed::named_rng(5, "oracle-test");
+        let mut o = oracle();
+        let mut queue: BTreeMap<(u64, u64), (usize, Vec<u8>)> = BTreeMap::new();
+        let (mut now, mut n, mut ev) = (0u64, 0u64, 0u64);
+        let mut buf = vec![0u8; 2000];
+        while now < 5_000_000 {
+            for i in 0..2 {
+                while let Some(t) = hosts[i].poll_transmit(SimTime::from_micros(now), &mut buf) {
+                    let b = buf[..t.len].to_vec();
+                    ev += 1;
+                    o.observe(
+                        &WireEvent::Sent {
+                            at: SimTime::from_micros(now),
+                            src: addr[i],
+                            dst: addr[1 - i],
+                            bytes: &b,
+                            by: Sender::Application,
+                        },
+                        TracePosition {
+                            event: ev,
+                            at_us: now,
+                        },
+                    );
+                    if now > 50_000 && rng.random_bool(0.05) {
+                        continue;
+                    }
+                    n += 1;
+                    queue.insert((now + 10_000, n), (1 - i, b));
+                }
+            }
+            let mut next = queue.keys().next().map(|k| k.0);
+            for h in &hosts {
+                if let Some(t) = h.poll_timeout() {
+                    next = Some(next.map_or(t.as_micros(), |x| x.min(t.as_micros())));
+                }
+            }
+            let Some(t) = next else { break };
+            now = now.max(t);
+            while let Some((&(at, k), _)) = queue.first_key_value() {
+                if at > now {
+                    break;
+                }
+                let (to, b) = queue.remove(&(at, k)).unwrap_or_default();
+                ev += 1;
+                o.observe(
+                    &WireEvent::Delivered {
+                        at: SimTime::from_micros(now),
+                        src: addr[1 - to],
+                        dst: addr[to],
+                        bytes: &b,
+                    },
+                    TracePosition {
+                        event: ev,
+                        at_us: now,
+                    },
+                );
+                hosts[to].handle_datagram(
+                    SimTime::from_micros(now),
+                    SocketAddr::V4(addr[1 - to]),
+                    &b,
+                );
+            }
+            for h in &mut hosts {
+                if h.poll_timeout().is_some_and(|t| t.as_micros() <= now) {
+                    h.handle_timeout(SimTime::from_micros(now));
+                }
+            }
+        }
+        assert!(o.tampered.is_empty());
+        let reports: Vec<HostReport> = hosts.iter().map(Reporting::report).collect();
+        assert!(stat(&reports[0], "sink.released").unwrap_or(0) > 200);
+        assert!(stat(&reports[0], "recv.packetsLost").unwrap_or(0) > 0);
+        let at = TracePosition {
+            event: ev + 1,
+            at_us: now,
+        };
+        let mut broken = reports.clone();
+        broken[0].stats["sink"]["early"] = 1.into();
+        o.finish(&reports, at);
+        assert!(o.violations().is_empty(), "{:?}", o.violations());
+        // The same trace judged again with a sink that released one
+        // message early.
+        o.finish(&broken, at);
+        assert_eq!(rules(&o), ["tsbpd_release"]);
     }
 }
