@@ -181,6 +181,8 @@ pub struct Released {
     pub seq: SeqNo,
     /// When it was due (its TSBPD time).
     pub due: SimTime,
+    /// The timestamp it carried (the sender's clock).
+    pub timestamp: u32,
     /// The payload.
     pub payload: Vec<u8>,
 }
@@ -252,6 +254,7 @@ pub struct Endpoint {
     state: State,
     failure: Option<Failure>,
     started: Option<SimTime>,
+    isn: Option<SeqNo>,
     // Caller handshake.
     cookie: u32,
     next_hs_at: SimTime,
@@ -263,6 +266,12 @@ pub struct Endpoint {
     released: VecDeque<Released>,
     stats: EndpointStats,
 }
+
+/// Timestamps count from the host's own clock zero (libsrt counts from the
+/// socket's start; any origin works, the peer derives its TSBPD base from
+/// the handshake). A common origin lets an observer relate the timestamps
+/// of one host's packets to each other and to its clock.
+const TS_ZERO: SimTime = SimTime::ZERO;
 
 fn ts_of(now: SimTime, start: SimTime) -> u32 {
     (now.as_micros().wrapping_sub(start.as_micros())) as u32
@@ -299,6 +308,7 @@ impl Endpoint {
             state,
             failure: None,
             started: None,
+            isn: None,
             cookie: 0,
             next_hs_at: SimTime::ZERO,
             accepted: None,
@@ -338,6 +348,12 @@ impl Endpoint {
             s.link.rtt_var = c.rtt_var_us as f64 / 1000.0;
         }
         s
+    }
+
+    /// The connection's initial sequence number (both directions), once
+    /// connected.
+    pub fn isn(&self) -> Option<SeqNo> {
+        self.isn
     }
 
     /// Its socket id.
@@ -520,7 +536,7 @@ impl Endpoint {
             return;
         };
         let mut h = self.base_handshake(isn, peer);
-        let start = self.start_time();
+        let start = TS_ZERO;
         if self.state == State::Induction {
             h.version = 4;
             h.extension = wire::UDT_DGRAM;
@@ -596,7 +612,7 @@ impl Endpoint {
                         )
                     }
                 };
-                let start = self.start_time();
+                let start = TS_ZERO;
                 self.establish(
                     now,
                     peer,
@@ -631,7 +647,7 @@ impl Endpoint {
         let mut r = self.base_handshake(SeqNo::new(h.isn), to);
         r.hs_type = hs_type::REJECT_BASE + reason as i32;
         r.cookie = h.cookie;
-        let start = self.start_time();
+        let start = TS_ZERO;
         self.push_control(now, to, h.socket_id, start, 0, ControlBody::Handshake(r));
         self.stats.control.handshakes_sent += 1;
         self.stats.control.rejections_sent += 1;
@@ -653,7 +669,7 @@ impl Endpoint {
             r.hs_type = hs_type::INDUCTION;
             r.socket_id = h.socket_id;
             r.cookie = self.cookie_for(from, minute);
-            let start = self.start_time();
+            let start = TS_ZERO;
             self.push_control(now, from, h.socket_id, start, 0, ControlBody::Handshake(r));
             self.stats.control.handshakes_sent += 1;
             return;
@@ -707,7 +723,7 @@ impl Endpoint {
         // Latency per direction = max of both proposals (draft §4.4).
         let recv_lat = self.cfg.latency_ms.max(req.send_delay_ms);
         let send_lat = self.cfg.peer_latency_ms.max(req.recv_delay_ms);
-        let start = now;
+        let start = TS_ZERO;
         self.started = Some(now);
         let mut r = self.base_handshake(SeqNo::new(h.isn), from);
         r.extension = wire::HS_EXT_HSREQ;
@@ -724,7 +740,7 @@ impl Endpoint {
         let rsp = Packet::Control(ControlPacket {
             subtype: 0,
             info: 0,
-            timestamp: 0,
+            timestamp: ts_of(now, TS_ZERO),
             dst_socket: h.socket_id,
             body: ControlBody::Handshake(r),
         })
@@ -759,6 +775,7 @@ impl Endpoint {
         peer_flags: u32,
     ) {
         let isn_ext = u64::from(isn.value());
+        self.isn = Some(isn);
         self.conn = Some(Conn {
             peer,
             peer_socket,
@@ -1063,6 +1080,7 @@ impl Endpoint {
             self.released.push_back(Released {
                 seq: SeqNo::from_extended(seq),
                 due: SimTime::from_micros(due.max(0) as u64),
+                timestamp: p.ts_ext as u32,
                 payload: p.payload,
             });
             self.stats.recv.packets_released += 1;
