@@ -1246,11 +1246,12 @@ impl Machine for Endpoint {
                     self.stats.control.foreign_received += 1;
                     return;
                 }
-                if self.state == State::Connected {
-                    self.on_data(now, &d);
-                } else {
+                match self.state {
+                    State::Connected => self.on_data(now, &d),
                     // Counted, not processed (a caller still connecting).
-                    self.stats.recv.packets += 1;
+                    State::Induction | State::Conclusion => self.stats.recv.packets += 1,
+                    // After the peer's SHUTDOWN nothing new is taken.
+                    _ => {}
                 }
             }
             Packet::Control(c) => {

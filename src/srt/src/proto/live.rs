@@ -122,13 +122,20 @@ impl App {
     }
 }
 
-/// Fill a payload: counter, origin, then a filler derived from the counter.
+/// The filler byte at offset `i` of a message: a mix of its counter and
+/// origin, so that a changed bit anywhere in them shows.
+fn filler(counter: u64, origin_us: u64, i: usize) -> u8 {
+    let key = counter.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ origin_us.rotate_left(17);
+    ((key >> ((i % 8) * 8)) as u8) ^ (i as u8)
+}
+
+/// Fill a payload: counter, origin, then a filler derived from both.
 pub fn fill_payload(counter: u64, origin: SimTime, size: usize, out: &mut Vec<u8>) {
     out.clear();
     out.extend_from_slice(&counter.to_be_bytes());
     out.extend_from_slice(&origin.as_micros().to_be_bytes());
     for i in PAYLOAD_HEADER..size {
-        out.push(counter.wrapping_add(i as u64) as u8);
+        out.push(filler(counter, origin.as_micros(), i));
     }
 }
 
@@ -140,7 +147,7 @@ pub fn read_payload(p: &[u8]) -> Option<(u64, SimTime)> {
         .iter()
         .enumerate()
         .skip(PAYLOAD_HEADER)
-        .all(|(i, b)| *b == counter.wrapping_add(i as u64) as u8);
+        .all(|(i, b)| *b == filler(counter, origin, i));
     ok.then_some((counter, SimTime::from_micros(origin)))
 }
 
