@@ -1048,9 +1048,9 @@ impl Endpoint {
     }
 
     fn on_timers(&mut self, now: SimTime) {
-        let idle_us = self.cfg.peer_idle_timeout_ms * 1000;
+        let idle_us = self.cfg.peer_idle_timeout_ms.saturating_mul(1000);
         let tlpktdrop = self.cfg.tlpktdrop;
-        let drop_delay = self.cfg.snd_drop_delay_ms * 1000;
+        let drop_delay = self.cfg.snd_drop_delay_ms.saturating_mul(1000);
         let Some(c) = self.conn.as_mut() else { return };
         if (now - c.last_recv).as_micros() as u64 >= idle_us {
             self.fail(Failure::PeerIdleTimeout);
@@ -1091,8 +1091,8 @@ impl Endpoint {
         }
         // Sender too-late drop (libsrt sndDropTooLate), only if the peer drops too.
         if c.peer_tlpktdrop {
-            let threshold =
-                (c.send_latency_us + drop_delay).max(SND_DROP_MIN_US) + SND_DROP_EXTRA_US;
+            let threshold = (c.send_latency_us.saturating_add(drop_delay)).max(SND_DROP_MIN_US)
+                + SND_DROP_EXTRA_US;
             while let Some(f) = c.snd_buf.front() {
                 if ((now - f.origin).as_micros() as u64) < threshold {
                     break;

@@ -36,7 +36,9 @@ impl SourceConfig {
 
     /// How many messages it sends.
     pub fn messages(&self) -> u64 {
-        (self.duration_ms * 1000).div_ceil(self.interval_us())
+        self.duration_ms
+            .saturating_mul(1000)
+            .div_ceil(self.interval_us())
     }
 }
 
@@ -262,8 +264,10 @@ impl LiveHost {
                                 format!("message {counter} released after message {last}")
                             });
                         }
-                        Some(last) => stats.missing += counter - last - 1,
-                        None => stats.missing += counter,
+                        Some(last) => {
+                            stats.missing = stats.missing.saturating_add(counter - last - 1);
+                        }
+                        None => stats.missing = stats.missing.saturating_add(counter),
                     }
                     stats.last_counter =
                         Some(stats.last_counter.map_or(counter, |l| l.max(counter)));
