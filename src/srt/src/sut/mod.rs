@@ -24,7 +24,6 @@ use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
 use std::ops::Range;
 
 use rand::RngCore;
-use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use streamlab_core::host::{HostMachine, HostReport, OneSocket, Outcome, Reporting};
 use streamlab_core::seed::named_rng;
@@ -151,7 +150,7 @@ const FIELDS: &[(&str, &str)] = &[
 ];
 
 /// A live source as scenario files write it.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct SourceSpec {
     /// Payload bits per second (1000 ..= 10^9).
@@ -164,7 +163,7 @@ pub struct SourceSpec {
 }
 
 /// A sink as scenario files write it (no settings).
-#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct SinkSpec {}
 
@@ -178,7 +177,7 @@ fn default_port() -> u16 {
 
 /// Endpoint options (libsrt names in docs/srt.md §5). Absent keys take
 /// `options`' value, then libsrt's live defaults.
-#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Options {
     /// Receiver latency proposed, ms (SRTO_RCVLATENCY; default 120).
@@ -202,7 +201,7 @@ pub struct Options {
 }
 
 /// The listener role.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ListenerRole {
     /// Listening port (default 9000).
@@ -220,7 +219,7 @@ pub struct ListenerRole {
 }
 
 /// The caller role.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct CallerRole {
     /// The listener host's name.
@@ -246,7 +245,7 @@ pub struct CallerRole {
 }
 
 /// SRT's own expectations of a host.
-#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct HostExpect {
     /// Bounds on the time from the first handshake packet to the connection, ms.
@@ -255,7 +254,7 @@ pub struct HostExpect {
 }
 
 /// A structured frame to inject.
-#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct FrameSpec {
     /// Kind: one of the classifier's kinds (`HANDSHAKE`, `DATA`, `NAK`, …).
@@ -739,16 +738,7 @@ impl Protocol for Srt {
     }
 
     fn schema(&self) -> ProtocolSchema {
-        let to = |s: schemars::Schema| serde_json::to_value(s).unwrap_or_default();
-        ProtocolSchema {
-            options: to(schemars::schema_for!(Options)),
-            roles: vec![
-                ("listener", to(schemars::schema_for!(ListenerRole))),
-                ("caller", to(schemars::schema_for!(CallerRole))),
-            ],
-            frame: to(schemars::schema_for!(FrameSpec)),
-            host_expect: to(schemars::schema_for!(HostExpect)),
-        }
+        compact_schema()
     }
 
     fn compile(&self, sc: &ScenarioDecl<'_>) -> Result<Box<dyn Plan>, Vec<SpecError>> {
@@ -862,6 +852,103 @@ impl Protocol for Srt {
                 unit: "messages",
             },
         ]
+    }
+}
+
+/// The JSON Schemas of SRT's scenario parts, written by hand to stay small
+/// (`streamlab schema` prints every protocol's parts in one document, and
+/// derived schemas with their descriptions tripled its size): the keys and
+/// the ranges `compile` enforces, a role's `config` described rather than
+/// repeated. The typed structs above remain what is parsed.
+fn compact_schema() -> ProtocolSchema {
+    use serde_json::json;
+    let int = |min: u64, max: u64| json!({"type": "integer", "minimum": min, "maximum": max});
+    let options = json!({
+        "type": "object",
+        "additionalProperties": false,
+        "description": "SRT endpoint options, ms and packets (docs/srt.md §5)",
+        "properties": {
+            "latency_ms": int(0, 65_535),
+            "peer_latency_ms": int(0, 65_535),
+            "connect_timeout_ms": int(100, 60_000),
+            "peer_idle_timeout_ms": int(100, 600_000),
+            "tlpktdrop": {"type": "boolean"},
+            "flow_window": int(32, 65_536)
+        }
+    });
+    let source = json!({
+        "type": "object",
+        "additionalProperties": false,
+        "required": ["bitrate_bps", "duration_ms"],
+        "properties": {
+            "bitrate_bps": int(1000, limits::MAX_BITRATE_BPS),
+            "packet_size": int(16, consts::MAX_PAYLOAD as u64),
+            "duration_ms": {"type": "integer", "minimum": 0}
+        }
+    });
+    // A role's `config` takes the keys of `options`.
+    let config = json!({"type": "object", "description": "the keys of options"});
+    let sink = json!({"type": "object", "additionalProperties": false});
+    let one_app = json!([{"required": ["source"]}, {"required": ["sink"]}]);
+    let listener = json!({
+        "type": "object",
+        "additionalProperties": false,
+        "oneOf": one_app,
+        "properties": {"port": int(1, 65_535), "config": config, "source": source, "sink": sink}
+    });
+    let caller = json!({
+        "type": "object",
+        "additionalProperties": false,
+        "required": ["target"],
+        "oneOf": one_app,
+        "properties": {
+            "target": {"type": "string"},
+            "port": int(1, 65_535),
+            "start_ms": {"type": "integer", "minimum": 0},
+            "isn": int(0, u64::from(wire::SEQ_MAX)),
+            "config": config,
+            "source": source,
+            "sink": sink
+        }
+    });
+    let mut frame_props: serde_json::Map<String, serde_json::Value> = [
+        "dst_socket",
+        "timestamp",
+        "info",
+        "seq",
+        "msgno",
+        "payload_len",
+        "hs_version",
+        "hs_type",
+        "hs_extension",
+        "hs_socket_id",
+        "hs_cookie",
+        "hs_isn",
+        "hsreq_flags",
+        "ack_seq",
+        "nak_last",
+    ]
+    .iter()
+    .map(|n| (n.to_string(), json!({"type": "integer"})))
+    .collect();
+    frame_props.insert("kind".into(), json!({"enum": KINDS}));
+    frame_props.insert("retransmitted".into(), json!({"type": "boolean"}));
+    let frame = json!({
+        "type": "object",
+        "additionalProperties": false,
+        "required": ["kind"],
+        "description": "an SRT packet (src/srt/src/sut/mod.rs FrameSpec)",
+        "properties": frame_props
+    });
+    let host_expect = json!({
+        "type": "object",
+        "properties": {"time_to_connect_ms": {"type": "object", "description": "a bound: eq, min, max"}}
+    });
+    ProtocolSchema {
+        options,
+        roles: vec![("listener", listener), ("caller", caller)],
+        frame,
+        host_expect,
     }
 }
 
@@ -1065,6 +1152,87 @@ mod tests {
                 .any(|b| p.locate_field(name, b).is_some());
             assert!(any, "{name}");
         }
+    }
+
+    /// The hand-written schema names exactly the keys the typed structs
+    /// parse, and stays small.
+    #[test]
+    fn compact_schema_matches_the_structs() {
+        let keys = |v: &serde_json::Value| -> Vec<String> {
+            let mut k: Vec<String> = v["properties"]
+                .as_object()
+                .map(|m| m.keys().cloned().collect())
+                .unwrap_or_default();
+            k.sort();
+            k
+        };
+        let of = |v: serde_json::Value| -> Vec<String> {
+            let mut k: Vec<String> = v.as_object().unwrap().keys().cloned().collect();
+            k.sort();
+            k
+        };
+        let s = Srt.schema();
+        let opts = Options {
+            latency_ms: Some(1),
+            peer_latency_ms: Some(1),
+            connect_timeout_ms: Some(1),
+            peer_idle_timeout_ms: Some(1),
+            tlpktdrop: Some(true),
+            flow_window: Some(1),
+        };
+        assert_eq!(keys(&s.options), of(serde_json::to_value(&opts).unwrap()));
+        let source = SourceSpec {
+            bitrate_bps: 1,
+            packet_size: 1,
+            duration_ms: 1,
+        };
+        let listener = ListenerRole {
+            port: 1,
+            config: opts.clone(),
+            source: Some(source.clone()),
+            sink: Some(SinkSpec {}),
+        };
+        let caller = CallerRole {
+            target: "l".into(),
+            port: 1,
+            start_ms: 0,
+            isn: Some(1),
+            config: opts,
+            source: Some(source.clone()),
+            sink: Some(SinkSpec {}),
+        };
+        assert_eq!(
+            keys(&s.roles[0].1),
+            of(serde_json::to_value(&listener).unwrap())
+        );
+        assert_eq!(
+            keys(&s.roles[1].1),
+            of(serde_json::to_value(&caller).unwrap())
+        );
+        assert_eq!(
+            keys(&s.roles[0].1["properties"]["source"]),
+            of(serde_json::to_value(&source).unwrap())
+        );
+        let frame = FrameSpec {
+            hs_version: Some(5),
+            hs_type: Some(1),
+            hsreq_flags: Some(0),
+            nak_last: Some(0),
+            ..spec("DATA")
+        };
+        assert_eq!(keys(&s.frame), of(serde_json::to_value(&frame).unwrap()));
+        assert_eq!(keys(&s.host_expect), ["time_to_connect_ms"]);
+        let size: usize = [
+            &s.options,
+            &s.roles[0].1,
+            &s.roles[1].1,
+            &s.frame,
+            &s.host_expect,
+        ]
+        .iter()
+        .map(|v| serde_json::to_string_pretty(v).unwrap().len())
+        .sum();
+        assert!(size < 6_000, "{size} bytes");
     }
 
     proptest! {
