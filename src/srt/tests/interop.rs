@@ -102,8 +102,16 @@ fn capture(test: &str, port: u16, file: &Path) -> Option<Guard> {
             }
         }
     });
-    rx.recv_timeout(Duration::from_secs(10))
-        .expect("tshark started capturing");
+    if rx.recv_timeout(Duration::from_secs(10)).is_err() {
+        // tshark is there but cannot capture on lo (no permission): a
+        // failure in CI, a loud skip of the capture check elsewhere.
+        assert!(!in_ci(), "{test}: tshark cannot capture on lo");
+        let _ = writeln!(
+            std::io::stderr(),
+            "\n!! {test}: tshark cannot capture on lo here; the capture check is SKIPPED\n"
+        );
+        return None;
+    }
     Some(child)
 }
 
