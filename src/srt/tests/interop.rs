@@ -354,3 +354,127 @@ fn libsrt_caller_to_our_listener() {
         check_capture(t, srt_port, &pcap);
     }
 }
+
+/// Our caller → `streamlab proxy` (3 % random loss and 10 ms each way) →
+/// libsrt's listener: SRT repairs every loss within its 120 ms latency, so
+/// every datagram still arrives in order; the proxy's report accounts for
+/// every datagram it relayed (its losses are what SRT repaired), and
+/// libsrt's stats show the losses and the retransmissions.
+#[test]
+fn our_caller_to_libsrt_listener_through_the_impairment_proxy() {
+    use streamlab_harness::proxy::{EndReason, ProxyArgs, ProxyOptions, run};
+    const T: &str = "our_caller_to_libsrt_listener_through_the_impairment_proxy";
+    let Some(lib) = require_libsrt(T) else { return };
+    let dir = out_dir("proxy");
+    let (srt_port, proxy_port, out_port, in_port) =
+        (free_port(), free_port(), free_port(), free_port());
+    let (collected, stop) = collector(out_port);
+    let stats = dir.join("libsrt.jsonl");
+    let _libsrt = Guard(
+        Command::new(lib)
+            .arg(format!("srt://:{srt_port}?mode=listener&latency=120"))
+            .arg(format!("udp://127.0.0.1:{out_port}"))
+            .args(["-a:no", "-s:100", "-f", "-pf:json"])
+            .arg(format!("-statsout:{}", stats.display()))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("srt-live-transmit starts"),
+    );
+    let args = ProxyArgs {
+        listen: format!("127.0.0.1:{proxy_port}").parse().expect("address"),
+        upstream: format!("127.0.0.1:{srt_port}"),
+        link: Some(
+            r#"{"delay": {"base_ms": 10}, "loss": {"model": "random", "probability": 0.03}}"#
+                .into(),
+        ),
+        link_up: None,
+        link_down: None,
+        seed: 7,
+        capture: Some(dir.join("proxy.pcapng")),
+        report: None,
+        decisions: None,
+        timeline: None,
+        duration: Some(Duration::from_secs(60)),
+        max_flows: 16,
+        idle_timeout: Duration::from_secs(60),
+        max_queued: 100_000,
+    };
+    let opts = ProxyOptions::from_args(&args).expect("proxy options");
+    let (end_tx, end_rx) = tokio::sync::oneshot::channel::<()>();
+    let proxy = thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("runtime");
+        rt.block_on(run(opts, async move {
+            let _ = end_rx.await;
+            EndReason::Interrupted
+        }))
+    });
+    thread::sleep(Duration::from_millis(300));
+    let mut ours = Guard(
+        Command::new(env!("CARGO_BIN_EXE_srt-live"))
+            .arg(format!("udp://127.0.0.1:{in_port}"))
+            .arg(format!(
+                "srt://127.0.0.1:{proxy_port}?mode=caller&latency=120"
+            ))
+            .args(["-t:1", "-s:1000"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("srt-live starts"),
+    );
+    let connected = wait_for_line(&mut ours.0, "connected");
+    connected
+        .recv_timeout(Duration::from_secs(10))
+        .expect("srt-live connected to libsrt through the proxy");
+    feed(in_port);
+    let mut status = None;
+    for _ in 0..200 {
+        if let Ok(Some(s)) = ours.0.try_wait() {
+            status = Some(s);
+            break;
+        }
+        thread::sleep(Duration::from_millis(50));
+    }
+    assert!(
+        status.is_some_and(|s| s.success()),
+        "srt-live exit: {status:?}"
+    );
+    thread::sleep(Duration::from_millis(500));
+    let _ = stop.send(());
+    let got = collected.join().expect("collector");
+    let _ = end_tx.send(());
+    let report = proxy.join().expect("proxy thread").expect("the proxy ran");
+    let report = serde_json::to_value(&report).expect("report JSON");
+    // The proxy dropped datagrams in both directions and accounted for each.
+    let links = report["links"].as_array().expect("links");
+    assert_eq!(links.len(), 2, "{report}");
+    for l in links {
+        let dropped: u64 = l["dropped"].as_object().map_or(0, |m| {
+            m.values().filter_map(serde_json::Value::as_u64).sum()
+        });
+        assert_eq!(
+            num(l, "/sent"),
+            num(l, "/delivered") + dropped,
+            "balanced: {l}"
+        );
+        if l["from"] == "client" {
+            assert!(num(l, "/dropped/loss") > 0, "loss on the way up: {l}");
+        }
+    }
+    // SRT repaired every loss.
+    check_received(&got);
+    let lines = libsrt_stats(&stats);
+    let last = lines.last().expect("a stats line");
+    assert!(
+        num(last, "/recv/packetsLost") > 0,
+        "libsrt saw losses: {last}"
+    );
+    assert!(
+        num(last, "/recv/packetsRetransmitted") > 0,
+        "and retransmissions repaired them: {last}"
+    );
+    assert_eq!(num(last, "/recv/packetsDropped"), 0, "{last}");
+}
