@@ -17,9 +17,16 @@ use streamlab_harness::scenario::parse_with;
 
 mod support;
 use support::broken::{Broken, CONFIRM_WITH_RETRY, PADDED_ERRORS, RETRY_START_CONFIRMS};
+use support::broken_srt::UNFLAGGED_RETRANSMISSIONS;
 
 fn happy_path() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../scenarios/mediastream/happy_path.json")
+    scenario("mediastream/happy_path.json")
+}
+
+fn scenario(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../scenarios")
+        .join(name)
 }
 
 fn replay(value: &serde_json::Value, protocols: &[&'static dyn Protocol]) -> RunReport {
@@ -31,8 +38,25 @@ fn replay(value: &serde_json::Value, protocols: &[&'static dyn Protocol]) -> Run
 
 /// Swarm until the first failure (within `budget` seeds), then shrink it.
 fn find_and_shrink(bug: &'static Broken, budget: u64, invariant: &str) {
+    find_and_shrink_in(
+        bug,
+        &format!("{:?}", bug.0),
+        &happy_path(),
+        budget,
+        invariant,
+    );
+}
+
+/// [`find_and_shrink`] for any broken protocol and starting scenario.
+fn find_and_shrink_in(
+    bug: &'static dyn Protocol,
+    what: &str,
+    start: &Path,
+    budget: u64,
+    invariant: &str,
+) {
     let protocols: &[&'static dyn Protocol] = &[bug];
-    let base = Base::load(&happy_path(), protocols).unwrap();
+    let base = Base::load(start, protocols).unwrap();
     // The happy path itself passes with the bug: only faults expose it.
     let plain = replay(&base.value, protocols);
     assert_eq!(plain.verdict, Verdict::Pass, "{}", plain.failure_text());
@@ -48,12 +72,11 @@ fn find_and_shrink(bug: &'static Broken, budget: u64, invariant: &str) {
         .results
         .iter()
         .find(|r| !r.passed)
-        .unwrap_or_else(|| panic!("{:?}: no failure in {budget} seeds", bug.0));
+        .unwrap_or_else(|| panic!("{what}: no failure in {budget} seeds"));
     let check = format!("invariant.{invariant}");
     assert!(
         failing.failed.contains(&check),
-        "{:?}: seed {} failed {:?}, expected {check}",
-        bug.0,
+        "{what}: seed {} failed {:?}, expected {check}",
         failing.seed,
         failing.failed
     );
@@ -68,8 +91,7 @@ fn find_and_shrink(bug: &'static Broken, budget: u64, invariant: &str) {
     )
     .unwrap();
     eprintln!(
-        "{:?}: found at seed {}, shrunk {} → {} faults in {} runs: {:?}",
-        bug.0,
+        "{what}: found at seed {}, shrunk {} → {} faults in {} runs: {:?}",
         failing.seed,
         shrunk.faults_before,
         shrunk.faults_after,
@@ -80,7 +102,7 @@ fn find_and_shrink(bug: &'static Broken, budget: u64, invariant: &str) {
             .map(|f| f.describe())
             .collect::<Vec<_>>()
     );
-    assert!(shrunk.faults_after <= 3, "{:?}: {:?}", bug.0, shrunk.faults);
+    assert!(shrunk.faults_after <= 3, "{what}: {:?}", shrunk.faults);
     assert!(shrunk.faults_after <= shrunk.faults_before);
     // The shrunk scenario is a scenario file that fails the same check on
     // replay, with the seed pinned.
@@ -117,6 +139,17 @@ fn swarm_finds_and_shrinks_an_initiator_that_confirms_with_its_retry() {
         &CONFIRM_WITH_RETRY,
         300,
         "start_confirm_only_after_start_ack",
+    );
+}
+
+#[test]
+fn swarm_finds_and_shrinks_an_srt_sender_whose_retransmissions_lose_their_flag() {
+    find_and_shrink_in(
+        &UNFLAGGED_RETRANSMISSIONS,
+        "UnflaggedRetransmissions",
+        &scenario("srt/clean.json"),
+        300,
+        "retransmission_flagged",
     );
 }
 
