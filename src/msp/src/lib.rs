@@ -1,0 +1,16 @@
+//! # streamlab-msp: Serval MSP (Mesh Stream Protocol) over UDP
+//!
+//! A two-way, reliable, ordered message stream over unreliable datagrams,
+//! with 16-bit sequence numbers, cumulative acks and a window of four
+//! packets, as serval-dna implements it; specified in `docs/msp.md`.
+//!
+//! - [`wire`]: bytes to typed packets and back; parsing never panics and
+//!   every error says what was wrong.
+//! - [`proto`]: the sans-IO endpoint (caller or listener): time and
+//!   datagrams in, transmits, timers and events out.
+//! - [`app`]: the seeded message workloads and the checking sink the
+//!   harness binding runs on top of an endpoint.
+
+pub mod app;
+pub mod proto;
+pub mod wire;
