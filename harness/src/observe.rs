@@ -8,6 +8,7 @@ use std::collections::BTreeMap;
 use std::net::{Ipv4Addr, SocketAddrV4};
 
 use sha2::{Digest, Sha256};
+use streamlab_core::host::HostReport;
 use streamlab_core::sut::{Oracle, Protocol, Sender, WireEvent};
 use streamlab_core::time::SimTime;
 
@@ -109,6 +110,12 @@ impl Observer {
     /// The recorded sequences, in the order of `expect.sequence`.
     pub(crate) fn sequences(&self) -> Vec<Vec<&'static str>> {
         self.sequences.iter().map(|q| q.seen.clone()).collect()
+    }
+
+    /// The run ended: let the oracle judge the hosts' final reports.
+    pub(crate) fn finish(&mut self, reports: &[HostReport]) {
+        let at = self.position();
+        self.oracle.finish(reports, at);
     }
 
     /// What the oracle found broken.

@@ -460,6 +460,16 @@ pub fn run(loaded: &Loaded, opts: &RunOptions) -> RunOutput {
         capture_error = Some(format!("finishing the capture failed: {e}"));
     }
 
+    let reports: Vec<HostReport> = records
+        .borrow()
+        .iter()
+        .map(|r| {
+            r.machine
+                .as_ref()
+                .map(|m| m.borrow().report())
+                .unwrap_or_default()
+        })
+        .collect();
     let hosts = collect_hosts(&records.borrow(), &names, &ips, loaded);
     let mut netb = net.borrow_mut();
     let links = netb
@@ -507,6 +517,8 @@ pub fn run(loaded: &Loaded, opts: &RunOptions) -> RunOutput {
             std::mem::replace(&mut *rc.borrow_mut(), fresh)
         }
     };
+    let mut observer = observer;
+    observer.finish(&reports);
     RunOutput {
         seed,
         hosts,

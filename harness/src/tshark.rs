@@ -25,6 +25,8 @@ use std::io::Write as _;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
+use streamlab_core::sut::{Dissector, Protocol};
+
 /// The fields every [`Row`] is built from, in order.
 pub const FIELDS: &[&str] = &[
     "frame.number",
@@ -434,5 +436,208 @@ pub(crate) fn parse_row(line: &str, extra: usize) -> Result<Row, TsharkError> {
             .iter()
             .map(|s| s.replace(AGGREGATOR, ","))
             .collect(),
+    })
+}
+
+/// One frame of a run's capture as tshark decoded it with the run's
+/// protocol's own dissector ([`decode_capture`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Decoded {
+    /// `frame.number`, from 1.
+    pub number: u64,
+    /// `frame.interface_name`: the host name.
+    pub interface_name: String,
+    /// `frame.packet_id`: the trace's packet id.
+    pub packet_id: Option<u64>,
+    /// Every `frame.comment`, in record order.
+    pub comments: Vec<String>,
+    /// `udp.checksum.status` (validation is on).
+    pub udp_checksum: Option<ChecksumStatus>,
+    /// `frame.protocols`, split at `:` (e.g. `eth`, `ip`, `udp`, `msp`).
+    pub protocols: Vec<String>,
+    /// The protocol's kind field ([`TsharkFields::kind`]) as tshark printed
+    /// it (first occurrence), if the dissector decoded one.
+    ///
+    /// [`TsharkFields::kind`]: streamlab_core::sut::TsharkFields::kind
+    pub kind: Option<String>,
+    /// Malformed: `_ws.malformed`, an expert item of group Malformed, or the
+    /// protocol's own malformed field.
+    pub malformed: bool,
+    /// Every `_ws.expert.message`.
+    pub expert_messages: Vec<String>,
+}
+
+impl Decoded {
+    /// The kind as a number (tshark prints decimal or `0x` hex), if it is one.
+    pub fn kind_number(&self) -> Option<u64> {
+        let k = self.kind.as_deref()?;
+        match k.strip_prefix("0x") {
+            Some(hex) => u64::from_str_radix(hex, 16).ok(),
+            None => k.parse().ok(),
+        }
+    }
+
+    /// Whether the protocol's dissector claimed the frame (its name, as the
+    /// dissector registers it, is in `frame.protocols`).
+    pub fn decoded_as(&self, proto: &str) -> bool {
+        self.protocols.iter().any(|p| p.eq_ignore_ascii_case(proto))
+    }
+}
+
+/// The protocol name a dissector registers (what `frame.protocols` shows).
+pub fn dissector_proto(protocol: &dyn Protocol) -> &'static str {
+    match protocol.dissector() {
+        Dissector::Lua { proto, .. } | Dissector::Builtin { proto } => proto,
+    }
+}
+
+/// Every frame of a run's `capture`, decoded by tshark with `protocol`'s
+/// own dissector (its Lua script from `captures/`, or Wireshark's built-in
+/// one) on `ports` (the plan's ports, as the capture's decode hint says),
+/// with checksum validation on. Works for every registered protocol.
+///
+/// # Errors
+/// [`TsharkError::NotFound`] without tshark; [`TsharkError::Failed`] if
+/// tshark exits non-zero or its stderr reports a Lua error (a dissector
+/// that throws is a broken dissector); [`TsharkError::Parse`] on
+/// unexpected output.
+pub fn decode_capture(
+    protocol: &dyn Protocol,
+    ports: &[u16],
+    capture: &Path,
+) -> Result<Vec<Decoded>, TsharkError> {
+    let program = find_tshark().ok_or(TsharkError::NotFound)?;
+    let fields = protocol.tshark_fields();
+    let proto = dissector_proto(protocol);
+    let mut cmd = Command::new(&program);
+    cmd.arg("-n").arg("-r").arg(capture);
+    if let Dissector::Lua { file, .. } = protocol.dissector() {
+        let script = Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("..")
+            .join("captures")
+            .join(file);
+        cmd.arg("-X")
+            .arg(format!("lua_script:{}", script.display()));
+    }
+    for p in ports {
+        cmd.arg("-d").arg(format!("udp.port=={p},{proto}"));
+    }
+    cmd.args([
+        "-o",
+        "udp.check_checksum:TRUE",
+        "-o",
+        "ip.check_checksum:TRUE",
+        "-T",
+        "fields",
+        "-E",
+        "separator=/t",
+        "-E",
+        "quote=n",
+        "-E",
+        "occurrence=a",
+    ])
+    .arg(format!("-Eaggregator={AGGREGATOR}"));
+    let mut wanted = vec![
+        "frame.number",
+        "frame.interface_name",
+        "frame.packet_id",
+        "frame.comment",
+        "udp.checksum.status",
+        "frame.protocols",
+        fields.kind,
+        "_ws.malformed",
+        "_ws.expert.group",
+        "_ws.expert.message",
+    ];
+    if let Some(m) = fields.malformed {
+        wanted.push(m);
+    }
+    for f in &wanted {
+        cmd.arg("-e").arg(f);
+    }
+    cmd.env(
+        "WIRESHARK_CONFIG_DIR",
+        std::env::temp_dir().join("streamlab-tshark-empty-config"),
+    );
+    let out = cmd.output().map_err(|source| TsharkError::Spawn {
+        program: program.clone(),
+        source,
+    })?;
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    if !out.status.success() || stderr.contains("Lua") {
+        return Err(TsharkError::Failed {
+            capture: capture.to_owned(),
+            status: out.status,
+            stderr,
+        });
+    }
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    stdout
+        .lines()
+        .filter(|l| !l.is_empty())
+        .map(|line| parse_decoded(line, wanted.len()))
+        .collect()
+}
+
+fn parse_decoded(line: &str, columns: usize) -> Result<Decoded, TsharkError> {
+    let cols: Vec<&str> = line.split('\t').collect();
+    let perr = |reason: String| TsharkError::Parse {
+        line: line.to_owned(),
+        reason,
+    };
+    if cols.len() != columns {
+        return Err(perr(format!("{} columns, expected {columns}", cols.len())));
+    }
+    let list = |s: &str| -> Vec<String> {
+        if s.is_empty() {
+            Vec::new()
+        } else {
+            s.split(AGGREGATOR).map(str::to_owned).collect()
+        }
+    };
+    let first = |s: &str| s.split(AGGREGATOR).next().unwrap_or_default().to_owned();
+    let num = |s: &str, what: &str| -> Result<Option<u64>, TsharkError> {
+        let s = first(s);
+        if s.is_empty() {
+            return Ok(None);
+        }
+        let parsed = match s.strip_prefix("0x") {
+            Some(hex) => u64::from_str_radix(hex, 16),
+            None => s.parse(),
+        };
+        parsed
+            .map(Some)
+            .map_err(|e| perr(format!("{what}: {s:?}: {e}")))
+    };
+    let udp_checksum = num(cols[4], "udp.checksum.status")?
+        .map(|c| {
+            u32::try_from(c)
+                .ok()
+                .and_then(ChecksumStatus::from_code)
+                .ok_or_else(|| perr(format!("udp.checksum.status: {c}")))
+        })
+        .transpose()?;
+    let mut groups = Vec::new();
+    for g in list(cols[8]) {
+        groups.push(num(&g, "expert group")?.unwrap_or_default());
+    }
+    let own_malformed = cols.get(10).is_some_and(|s| {
+        let v = first(s);
+        !v.is_empty() && v != "0" && !v.eq_ignore_ascii_case("false")
+    });
+    let kind = first(cols[6]);
+    Ok(Decoded {
+        number: num(cols[0], "frame.number")?.ok_or_else(|| perr("no frame number".into()))?,
+        interface_name: first(cols[1]),
+        packet_id: num(cols[2], "packet id")?,
+        comments: list(cols[3]),
+        udp_checksum,
+        protocols: first(cols[5]).split(':').map(str::to_owned).collect(),
+        kind: (!kind.is_empty()).then_some(kind),
+        malformed: !cols[7].is_empty()
+            || groups.contains(&u64::from(PI_MALFORMED))
+            || own_malformed,
+        expert_messages: list(cols[9]),
     })
 }

@@ -8,7 +8,7 @@ use std::collections::BTreeMap;
 use std::fs::File;
 use std::io::BufWriter;
 use std::net::SocketAddrV4;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, UNIX_EPOCH};
 
 use streamlab_core::time::SimTime;
@@ -1018,4 +1018,46 @@ fn malformed_frames_are_flagged_without_lua_errors() {
     assert!(!text.contains("Lua Error"), "Lua error in -V output");
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(!stderr.to_lowercase().contains("lua"), "{stderr}");
+}
+
+/// The generic decode path (every protocol's captures are checked through
+/// it): a real run's capture, decoded with the protocol's own dissector on
+/// the plan's ports, shows every recorded datagram as the protocol with the
+/// kind its classifier gives.
+#[test]
+fn decode_capture_reads_a_run_with_the_protocols_own_dissector() {
+    use streamlab_harness::runner::{RunOptions, run};
+    use streamlab_harness::scenario::load;
+    use streamlab_harness::tshark::{decode_capture, dissector_proto};
+    let Some(_) = require_tshark("decode_capture_reads_a_run_with_the_protocols_own_dissector")
+    else {
+        return;
+    };
+    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../scenarios/mediastream/duplicate_start_confirm.json");
+    let loaded = load(&path).unwrap();
+    let dir = out_dir().join("decode_capture");
+    let _ = std::fs::remove_dir_all(&dir);
+    let out = run(
+        &loaded,
+        &RunOptions {
+            captures: Some(dir.clone()),
+            keep_trace: true,
+            ..RunOptions::default()
+        },
+    );
+    let capture = out.capture.clone().expect("a capture was written");
+    let rows = decode_capture(loaded.protocol, &loaded.plan.ports(), &capture).unwrap();
+    assert!(!rows.is_empty());
+    let proto = dissector_proto(loaded.protocol);
+    let fields = loaded.protocol.tshark_fields();
+    assert_eq!(fields.kind, "mediastream.type");
+    let mut kinds = std::collections::BTreeSet::new();
+    for r in &rows {
+        assert!(r.decoded_as(proto), "frame {} not decoded: {r:?}", r.number);
+        assert!(!r.malformed, "frame {}: {r:?}", r.number);
+        kinds.insert(r.kind_number().expect("kind decoded"));
+    }
+    // START, START_ACK, START_CONFIRM and DATA at least.
+    assert!(kinds.len() >= 4, "{kinds:?}");
 }

@@ -231,6 +231,15 @@ pub trait Oracle {
     fn host_crashed(&mut self, host: usize);
     /// Host `host`'s software (re)started.
     fn host_started(&mut self, host: usize);
+    /// The run ended: judge what only the hosts' final reports show (an
+    /// application's delivered data against what its peer sent, a side
+    /// that should have reported an error). `hosts` holds every host's
+    /// report in scenario order (the default report for hosts that ran no
+    /// protocol software); `at` is the position just past the last trace
+    /// event. Called once, after the last [`Oracle::observe`].
+    fn finish(&mut self, hosts: &[HostReport], at: TracePosition) {
+        let _ = (hosts, at);
+    }
     /// What broke so far.
     fn violations(&self) -> &[Violation];
     /// The protocol's own expectations of host `host` (the keys it
