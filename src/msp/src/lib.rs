@@ -10,7 +10,9 @@
 //!   datagrams in, transmits, timers and events out.
 //! - [`app`]: the seeded message workloads and the checking sink the
 //!   harness binding runs on top of an endpoint.
+//! - [`sut`]: MSP as a system under test (roles, classifier, invariants).
 
 pub mod app;
 pub mod proto;
+pub mod sut;
 pub mod wire;
