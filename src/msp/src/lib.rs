@@ -11,6 +11,10 @@
 //! - [`app`]: the seeded message workloads and the checking sink the
 //!   harness binding runs on top of an endpoint.
 //! - [`sut`]: MSP as a system under test (roles, classifier, invariants).
+//! - With the default `runtime` feature, the `msp` binary transfers a file
+//!   or stdin over real UDP: `msp listen --port P [--output FILE|-]` and
+//!   `msp send --target HOST --port P [FILE|-]` (exit 0 only when the whole
+//!   stream was delivered and the connection closed cleanly).
 
 pub mod app;
 pub mod proto;

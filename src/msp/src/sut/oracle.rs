@@ -678,3 +678,313 @@ impl Oracle for MspOracle {
         out
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::app::{MessageGen, Sink, Workload};
+    use crate::wire::FLAG_STOP;
+    use streamlab_core::time::SimTime;
+
+    const L: Ipv4Addr = Ipv4Addr::new(10, 0, 0, 1);
+    const C: Ipv4Addr = Ipv4Addr::new(10, 0, 0, 2);
+
+    fn wl(n: u32) -> Workload {
+        Workload {
+            messages: n,
+            max_size: 20,
+            ..Workload::default()
+        }
+    }
+
+    fn oracle(expected: BTreeMap<usize, Vec<&'static str>>) -> MspOracle {
+        let roles = vec![
+            MspRole::Listener {
+                port: 4000,
+                max_connections: 8,
+                connections: 1,
+                workload: wl(2),
+            },
+            MspRole::Caller {
+                target: 0,
+                port: 4000,
+                start_ms: 0,
+                workload: wl(3),
+            },
+        ];
+        MspOracle::new(
+            &roles,
+            &["listener".into(), "caller".into()],
+            &[L, C],
+            expected,
+        )
+    }
+
+    fn l() -> SocketAddrV4 {
+        SocketAddrV4::new(L, 4000)
+    }
+
+    fn c() -> SocketAddrV4 {
+        SocketAddrV4::new(C, 49152)
+    }
+
+    struct Feed {
+        o: MspOracle,
+        n: u64,
+    }
+
+    impl Feed {
+        fn new() -> Self {
+            Feed {
+                o: oracle(BTreeMap::new()),
+                n: 0,
+            }
+        }
+        fn pos(&mut self, ms: u64) -> TracePosition {
+            self.n += 1;
+            TracePosition {
+                event: self.n,
+                at_us: ms * 1000,
+            }
+        }
+        /// Sent by the application and delivered at once.
+        fn both(&mut self, ms: u64, src: SocketAddrV4, dst: SocketAddrV4, bytes: &[u8]) {
+            self.sent(ms, src, dst, bytes);
+            self.delivered(ms, src, dst, bytes);
+        }
+        fn sent(&mut self, ms: u64, src: SocketAddrV4, dst: SocketAddrV4, bytes: &[u8]) {
+            let p = self.pos(ms);
+            let at = SimTime::from_millis(ms);
+            self.o.observe(
+                &WireEvent::Sent {
+                    at,
+                    src,
+                    dst,
+                    bytes,
+                    by: Sender::Application,
+                },
+                p,
+            );
+        }
+        fn delivered(&mut self, ms: u64, src: SocketAddrV4, dst: SocketAddrV4, bytes: &[u8]) {
+            let p = self.pos(ms);
+            let at = SimTime::from_millis(ms);
+            self.o.observe(
+                &WireEvent::Delivered {
+                    at,
+                    src,
+                    dst,
+                    bytes,
+                },
+                p,
+            );
+        }
+        fn rules(&self) -> Vec<&'static str> {
+            self.o.violations().iter().map(|v| v.rule).collect()
+        }
+    }
+
+    fn data(flags: u8, ack: u16, seq: u16) -> Vec<u8> {
+        let [a0, a1] = ack.to_le_bytes();
+        let [s0, s1] = seq.to_le_bytes();
+        vec![flags, a0, a1, s0, s1, b'x']
+    }
+
+    fn ack(ack: u16) -> Vec<u8> {
+        let [a0, a1] = ack.to_le_bytes();
+        vec![FLAG_ACK, a0, a1]
+    }
+
+    #[test]
+    fn a_sixth_unacknowledged_packet_breaks_the_window() {
+        let mut f = Feed::new();
+        for seq in 0..5 {
+            f.both(0, c(), l(), &data(FLAG_FIRST, 0xffff, seq));
+        }
+        assert!(f.rules().is_empty());
+        f.both(1, c(), l(), &data(FLAG_FIRST, 0xffff, 5));
+        assert_eq!(f.rules(), ["window_respected"]);
+        // Once an ack for seq 0 reached the caller, seq 5 is within it.
+        let mut f = Feed::new();
+        for seq in 0..5 {
+            f.both(0, c(), l(), &data(FLAG_FIRST, 0xffff, seq));
+        }
+        f.both(5, l(), c(), &ack(0));
+        f.both(6, c(), l(), &data(0, 0xffff, 5));
+        assert!(f.rules().is_empty(), "{:?}", f.o.violations());
+    }
+
+    #[test]
+    fn acking_what_did_not_arrive_is_caught() {
+        let mut f = Feed::new();
+        f.both(0, c(), l(), &data(FLAG_FIRST, 0xffff, 0));
+        f.sent(0, c(), l(), &data(FLAG_FIRST, 0xffff, 1)); // lost
+        f.both(0, c(), l(), &data(FLAG_FIRST, 0xffff, 2));
+        f.both(1, l(), c(), &ack(0));
+        assert!(f.rules().is_empty());
+        // The historical off-by-one: acking the next expected seq.
+        f.both(2, l(), c(), &ack(1));
+        assert_eq!(f.rules(), ["ack_only_received"]);
+    }
+
+    #[test]
+    fn unacknowledged_data_must_be_resent_within_1_5_s() {
+        let mut f = Feed::new();
+        f.sent(0, c(), l(), &data(FLAG_FIRST, 0xffff, 0));
+        f.both(1000, l(), c(), &[0, 0xff, 0xff]);
+        f.sent(1500, c(), l(), &data(FLAG_FIRST, 0xffff, 0));
+        f.both(2000, l(), c(), &[0, 0xff, 0xff]);
+        assert!(f.rules().is_empty());
+        f.both(3200, l(), c(), &[0, 0xff, 0xff]);
+        assert_eq!(f.rules(), ["retransmit_until_acked"]);
+    }
+
+    #[test]
+    fn nothing_but_stop_after_stop() {
+        let mut f = Feed::new();
+        f.both(0, c(), l(), &data(FLAG_FIRST, 0xffff, 0));
+        f.both(5, c(), l(), &[FLAG_STOP]);
+        // The listener may answer what reached it at the same instant...
+        f.sent(5, l(), c(), &ack(0));
+        // ... and STOP replies are always allowed.
+        f.sent(6, c(), l(), &[FLAG_STOP]);
+        assert!(f.rules().is_empty(), "{:?}", f.o.violations());
+        f.sent(7, l(), c(), &ack(0));
+        f.sent(7, c(), l(), &data(0, 0xffff, 1));
+        assert_eq!(f.rules(), ["nothing_after_stop", "nothing_after_stop"]);
+    }
+
+    #[test]
+    fn unknown_connections_are_owed_a_stop() {
+        let stranger = SocketAddrV4::new(Ipv4Addr::new(10, 0, 0, 9), 40000);
+        let mut f = Feed::new();
+        f.delivered(0, stranger, l(), &data(FLAG_ACK, 3, 4));
+        f.sent(0, l(), stranger, &[FLAG_STOP]);
+        // A STOP is owed nothing; FIRST opens a connection.
+        f.delivered(10, stranger, l(), &[FLAG_STOP]);
+        f.delivered(20, c(), l(), &data(FLAG_FIRST, 0xffff, 0));
+        f.delivered(500, c(), l(), &data(FLAG_FIRST, 0xffff, 0));
+        assert!(f.rules().is_empty(), "{:?}", f.o.violations());
+        f.delivered(600, stranger, l(), &ack(3));
+        f.delivered(800, c(), l(), &data(FLAG_FIRST, 0xffff, 0));
+        assert_eq!(f.rules(), ["stop_answers_unknown"]);
+    }
+
+    fn report(seed: u64, local: &str, rec: ConnRecord) -> HostReport {
+        HostReport {
+            outcome: None,
+            state: None,
+            stats: serde_json::json!({ "seed": seed, "local": local, "connections": [rec] }),
+        }
+    }
+
+    fn sink_record(peer: &str, peer_host: &str, msgs: &[Vec<u8>]) -> ConnRecord {
+        let mut s = Sink::new(MessageGen::new(1, peer_host, wl(3)));
+        for m in msgs {
+            s.deliver(m);
+        }
+        ConnRecord {
+            peer: peer.into(),
+            peer_host: peer_host.into(),
+            messages_delivered: s.delivered(),
+            bytes_delivered: s.bytes(),
+            delivered_digest: s.digest(),
+            first_mismatch: s.first_mismatch().map(str::to_string),
+            ..ConnRecord::default()
+        }
+    }
+
+    fn caller_messages() -> Vec<Vec<u8>> {
+        let mut g = MessageGen::new(1, "caller", wl(3));
+        std::iter::from_fn(|| g.next_message()).collect()
+    }
+
+    #[test]
+    fn delivered_sequences_are_judged_against_the_peers_workload() {
+        let at = TracePosition {
+            event: 9,
+            at_us: 1000,
+        };
+        let msgs = caller_messages();
+        // A prefix, then a duplicate, then damaged bytes.
+        for (delivered, ok) in [
+            (msgs[..2].to_vec(), true),
+            (vec![msgs[0].clone(), msgs[0].clone()], false),
+            (vec![msgs[0].iter().map(|b| b ^ 1).collect()], false),
+        ] {
+            let mut o = oracle(BTreeMap::new());
+            let rec = sink_record("10.0.0.2:49152", "caller", &delivered);
+            o.finish(
+                &[report(1, "10.0.0.1:4000", rec), HostReport::default()],
+                at,
+            );
+            let rules: Vec<_> = o.violations().iter().map(|v| v.rule).collect();
+            if ok {
+                assert!(rules.is_empty(), "{rules:?}");
+            } else {
+                assert_eq!(rules, ["delivered_in_order_exactly_once"]);
+            }
+        }
+    }
+
+    #[test]
+    fn a_clean_close_needs_everything_and_a_clean_peer() {
+        let at = TracePosition {
+            event: 9,
+            at_us: 1000,
+        };
+        let msgs = caller_messages();
+        let mut rec = sink_record("10.0.0.2:49152", "caller", &msgs[..2]);
+        rec.result = Some("closed".into());
+        let mut o = oracle(BTreeMap::new());
+        o.finish(
+            &[report(1, "10.0.0.1:4000", rec), HostReport::default()],
+            at,
+        );
+        let rules: Vec<_> = o.violations().iter().map(|v| v.rule).collect();
+        assert_eq!(rules, ["complete_after_shutdowns"]);
+    }
+
+    #[test]
+    fn an_open_connection_after_a_long_silence_is_caught() {
+        let mut rec = sink_record("10.0.0.2:49152", "caller", &[]);
+        rec.opened_at_ms = 0;
+        let mut o = oracle(BTreeMap::new());
+        let at = TracePosition {
+            event: 9,
+            at_us: 12_000_000,
+        };
+        o.finish(
+            &[report(1, "10.0.0.1:4000", rec), HostReport::default()],
+            at,
+        );
+        let rules: Vec<_> = o.violations().iter().map(|v| v.rule).collect();
+        assert_eq!(rules, ["timeout_reported_as_error"]);
+    }
+
+    #[test]
+    fn expected_violations_become_expectations() {
+        let mut o = oracle(BTreeMap::from([(0, vec!["window_respected"])]));
+        let mut f = Feed { o, n: 0 };
+        for seq in 0..6 {
+            f.both(0, c(), l(), &data(FLAG_FIRST, 0xffff, seq));
+        }
+        o = f.o;
+        assert!(o.violations().is_empty());
+        let expect = serde_json::json!({ "expected_violations": ["window_respected"] });
+        let checks = o.check_host(
+            0,
+            expect.as_object().unwrap_or(&serde_json::Map::new()),
+            &HostReport::default(),
+        );
+        assert_eq!(checks.len(), 1);
+        assert!(checks[0].passed, "{checks:?}");
+        let fresh = oracle(BTreeMap::from([(0, vec!["window_respected"])]));
+        let checks = fresh.check_host(
+            0,
+            expect.as_object().unwrap_or(&serde_json::Map::new()),
+            &HostReport::default(),
+        );
+        assert!(!checks[0].passed);
+    }
+}
