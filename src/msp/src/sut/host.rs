@@ -114,6 +114,8 @@ pub struct MspHost {
     ended: u64,
     caller_started: bool,
     notes: VecDeque<String>,
+    /// The latest time any call brought.
+    last_now: SimTime,
 }
 
 impl MspHost {
@@ -140,6 +142,7 @@ impl MspHost {
             ended: 0,
             caller_started: false,
             notes: VecDeque::new(),
+            last_now: SimTime::ZERO,
         }
     }
 
@@ -352,6 +355,7 @@ struct ReportStats<'a> {
 
 impl HostMachine for MspHost {
     fn handle(&mut self, now: SimTime, input: Input<'_>) {
+        self.last_now = self.last_now.max(now);
         match input {
             Input::Datagram {
                 socket: 0,
@@ -373,6 +377,7 @@ impl HostMachine for MspHost {
     }
 
     fn handle_timeout(&mut self, now: SimTime) {
+        self.last_now = self.last_now.max(now);
         if self.bound.is_some() {
             self.ep.handle_timeout(now);
             self.run_app(now);
@@ -380,6 +385,7 @@ impl HostMachine for MspHost {
     }
 
     fn poll_output(&mut self, now: SimTime, buf: &mut [u8]) -> Option<Output> {
+        self.last_now = self.last_now.max(now);
         if !self.bind_asked {
             self.bind_asked = true;
             return Some(Output::Bind {
@@ -399,10 +405,20 @@ impl HostMachine for MspHost {
 
     fn poll_timeout(&self) -> Option<SimTime> {
         self.bound?;
-        [self.ep.poll_timeout(), self.app_timer()]
+        let t = [self.ep.poll_timeout(), self.app_timer()]
             .into_iter()
             .flatten()
-            .min()
+            .min()?;
+        // Outputs are drained before this is read, so a timer at or before
+        // the latest time seen did nothing when it fired: retry it a tick
+        // later rather than spin at one instant (a defect in the endpoint
+        // then shows as a failed invariant, not a hung run).
+        Some(if t <= self.last_now {
+            self.last_now
+                .saturating_add(std::time::Duration::from_millis(1))
+        } else {
+            t
+        })
     }
 
     fn poll_event(&mut self) -> Option<String> {

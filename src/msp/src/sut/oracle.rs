@@ -260,6 +260,11 @@ impl MspOracle {
             );
             self.violate("retransmit_until_acked", msg, pos);
         }
+        self.check_owed(now, pos);
+    }
+
+    /// STOP replies owed for longer than the reply delay at `now`.
+    fn check_owed(&mut self, now: u64, pos: TracePosition) {
         let overdue: Vec<_> = self
             .owed
             .iter()
@@ -623,6 +628,10 @@ impl Oracle for MspOracle {
 
     fn finish(&mut self, hosts: &[HostReport], at: TracePosition) {
         self.tick(at.at_us, at);
+        // The run ended quiescent or at its duration: a listener had every
+        // chance to answer, so a STOP still owed now was never sent (the
+        // last trace event may be less than the reply delay ago).
+        self.check_owed(at.at_us.saturating_add(STOP_REPLY_US + 1), at);
         self.judge_reports(hosts, at);
     }
 
@@ -867,6 +876,19 @@ mod tests {
         assert!(f.rules().is_empty(), "{:?}", f.o.violations());
         f.delivered(600, stranger, l(), &ack(3));
         f.delivered(800, c(), l(), &data(FLAG_FIRST, 0xffff, 0));
+        assert_eq!(f.rules(), ["stop_answers_unknown"]);
+    }
+
+    #[test]
+    fn a_stop_still_owed_when_the_run_ends_is_a_violation() {
+        let stranger = SocketAddrV4::new(Ipv4Addr::new(10, 0, 0, 9), 40000);
+        let mut f = Feed::new();
+        f.delivered(50, stranger, l(), &data(FLAG_ACK, 3, 4));
+        let at = TracePosition {
+            event: 2,
+            at_us: 50_000,
+        };
+        f.o.finish(&[HostReport::default(), HostReport::default()], at);
         assert_eq!(f.rules(), ["stop_answers_unknown"]);
     }
 
