@@ -79,6 +79,35 @@ pub enum Command {
         /// Wall-clock bound per run, seconds.
         #[arg(long, default_value_t = 120)]
         watchdog_secs: u64,
+        /// Also write an HTML report: `<reports>/html/index.html` and one
+        /// page per run (ladder diagram, time series, checks).
+        #[arg(long)]
+        html: bool,
+    },
+    /// Write HTML pages for earlier runs from their JSON reports (each run
+    /// is replayed from its scenario file and seed, and must reproduce the
+    /// reported trace).
+    Report {
+        /// JSON run reports (`reports/*.json`).
+        #[arg(required = true)]
+        reports: Vec<PathBuf>,
+        /// Where the pages go.
+        #[arg(long, short, default_value = "reports/html")]
+        output: PathBuf,
+    },
+    /// Print a run's control traffic as a text ladder (for CI logs).
+    Show {
+        /// A JSON run report.
+        report: PathBuf,
+        /// Print the ladder (the default and only view).
+        #[arg(long, default_value_t = true)]
+        ladder: bool,
+        /// From this simulated time, ms.
+        #[arg(long)]
+        from_ms: Option<f64>,
+        /// Up to this simulated time, ms.
+        #[arg(long)]
+        to_ms: Option<f64>,
     },
     /// Check scenario files without running them.
     Validate {
@@ -95,6 +124,27 @@ pub enum Command {
     Schema,
     /// List the registered protocols: roles, frame kinds, fields, codes.
     Protocols,
+    /// Run a scenario over a grid of knob values and seeds; write a table
+    /// (CSV, JSON) and SVG charts of success rate, completion time and the
+    /// protocol's metrics per point.
+    Sweep(crate::explore::cmd::SweepArgs),
+    /// Run many seeds of scenarios, each under a random fault plan, judged
+    /// by the invariants and `expect.under_faults`; group failures by
+    /// check and shrink the first of each.
+    Swarm(crate::explore::cmd::SwarmArgs),
+    /// Reduce a failing swarm seed to a minimal scenario that still fails
+    /// the same check.
+    Shrink(crate::explore::cmd::ShrinkArgs),
+    /// Merge the JSON reports of a sharded swarm into the report of one
+    /// unsharded run.
+    Merge {
+        /// The shards' reports (`swarm-shardKofM.json`).
+        #[arg(required = true)]
+        inputs: Vec<PathBuf>,
+        /// The merged report.
+        #[arg(long, short, default_value = "reports/swarm/swarm.json")]
+        output: PathBuf,
+    },
     /// Push synthetic datagrams through one link direction and print the
     /// realized statistics as one JSON object.
     LinkStats {
@@ -114,6 +164,9 @@ pub enum Command {
         #[arg(long, default_value_t = 1200)]
         size: usize,
     },
+    /// Relay UDP between real programs through the link engine (see
+    /// docs/proxy.md).
+    Proxy(crate::proxy::ProxyArgs),
 }
 
 /// Every scenario file under `paths`, directories expanded (sorted, `*.json`).
@@ -229,6 +282,7 @@ pub fn main() -> ExitCode {
             reports,
             jobs,
             watchdog_secs,
+            html,
         } => {
             let opts = RunOptions {
                 seed,
@@ -238,11 +292,23 @@ pub fn main() -> ExitCode {
                     FormatArg::Pcap => CaptureFormat::Pcap,
                 },
                 watchdog: Duration::from_secs(watchdog_secs),
-                keep_trace: false,
+                keep_trace: html,
+                sample_stats: html,
             };
-            cmd_run(&paths, &opts, &reports, jobs)
+            cmd_run(&paths, &opts, &reports, jobs, html)
         }
+        Command::Report { reports, output } => crate::html::cmd_report(&reports, &output),
+        Command::Show {
+            report,
+            ladder: _,
+            from_ms,
+            to_ms,
+        } => crate::html::cmd_show(&report, from_ms, to_ms),
         Command::Validate { paths } => cmd_validate(&paths),
+        Command::Sweep(a) => crate::explore::cmd::cmd_sweep(a),
+        Command::Swarm(a) => crate::explore::cmd::cmd_swarm(a),
+        Command::Shrink(a) => crate::explore::cmd::cmd_shrink(a),
+        Command::Merge { inputs, output } => crate::explore::cmd::cmd_merge(&inputs, &output),
         Command::List { paths } => cmd_list(&paths),
         Command::Protocols => {
             for p in crate::registry::protocols() {
@@ -283,6 +349,7 @@ pub fn main() -> ExitCode {
             interval_us,
             size,
         } => cmd_link_stats(&link, packets, seed, interval_us, size),
+        Command::Proxy(args) => crate::proxy::main(args),
     }
 }
 
@@ -310,6 +377,7 @@ fn cmd_run(
     opts: &RunOptions,
     reports_dir: &Path,
     jobs: Option<usize>,
+    html: bool,
 ) -> ExitCode {
     let (loaded, bad) = match load_all(paths) {
         Ok(x) => x,
@@ -338,7 +406,8 @@ fn cmd_run(
     let jobs = jobs
         .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
         .clamp(1, 64);
-    let reports = run_many(&loaded, opts, jobs, |r| {
+    let pages = html.then(|| reports_dir.join("html"));
+    let reports = run_many_pages(&loaded, opts, jobs, pages.as_deref(), |r| {
         let status = match r.verdict {
             Verdict::Pass => "PASS",
             Verdict::Fail => "FAIL",
@@ -366,6 +435,19 @@ fn cmd_run(
     {
         eprintln!("streamlab: cannot write junit.xml: {e}");
         io_failed = true;
+    }
+    if let Some(dir) = &pages {
+        let all: Vec<&RunReport> = reports.iter().collect();
+        match std::fs::write(dir.join("index.html"), crate::html::index_page(&all)) {
+            Ok(()) => say!("HTML report: {}", dir.join("index.html").display()),
+            Err(e) => {
+                eprintln!(
+                    "streamlab: cannot write {}: {e}",
+                    dir.join("index.html").display()
+                );
+                io_failed = true;
+            }
+        }
     }
     let failed = reports
         .iter()
@@ -395,6 +477,19 @@ pub fn run_many(
     loaded: &[(PathBuf, Loaded)],
     opts: &RunOptions,
     jobs: usize,
+    on_done: impl FnMut(&RunReport),
+) -> Vec<RunReport> {
+    run_many_pages(loaded, opts, jobs, None, on_done)
+}
+
+/// [`run_many`], also writing each run's HTML page into `pages` (with
+/// `opts.keep_trace` and `opts.sample_stats` set; the trace is dropped as
+/// soon as the page is written).
+pub fn run_many_pages(
+    loaded: &[(PathBuf, Loaded)],
+    opts: &RunOptions,
+    jobs: usize,
+    pages: Option<&Path>,
     mut on_done: impl FnMut(&RunReport),
 ) -> Vec<RunReport> {
     let next = std::sync::atomic::AtomicUsize::new(0);
@@ -410,8 +505,24 @@ pub fn run_many(
                     let Some((path, l)) = loaded.get(i) else {
                         break;
                     };
-                    let out = run(l, opts);
+                    let mut out = run(l, opts);
+                    let trace = out.trace.take();
+                    let samples = std::mem::take(&mut out.samples);
                     let report = RunReport::new(l, &path.display().to_string(), out);
+                    if let Some(dir) = pages
+                        && let Err(e) = crate::html::write_run_page(
+                            dir,
+                            l.protocol,
+                            &report,
+                            trace.as_deref().unwrap_or_default(),
+                            &samples,
+                        )
+                    {
+                        eprintln!(
+                            "streamlab: cannot write the HTML page of {}: {e}",
+                            report.scenario
+                        );
+                    }
                     if tx.send((i, report)).is_err() {
                         break;
                     }

@@ -9,11 +9,14 @@
 pub mod capture;
 pub mod checks;
 pub mod cli;
+pub mod explore;
 pub mod fuzzing;
+pub mod html;
 mod inject;
 pub mod linkstats;
 mod network;
 mod observe;
+pub mod proxy;
 pub mod registry;
 pub mod report;
 mod rules;

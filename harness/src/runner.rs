@@ -45,9 +45,25 @@ pub struct RunOptions {
     pub capture_format: CaptureFormat,
     /// Wall-clock bound on one run.
     pub watchdog: Duration,
-    /// Keep the whole trace in memory and return it (for tests; a long run
-    /// needs memory in proportion).
+    /// Keep the whole trace in memory and return it (for tests and HTML
+    /// reports; a long run needs memory in proportion).
     pub keep_trace: bool,
+    /// Sample every host's stats over simulated time (at most
+    /// [`MAX_STAT_SAMPLES`] samples, evenly spread over `duration_ms`, plus
+    /// one at the end), for time series in HTML reports.
+    pub sample_stats: bool,
+}
+
+/// Most stat samples a run keeps (see [`RunOptions::sample_stats`]).
+pub const MAX_STAT_SAMPLES: u64 = 300;
+
+/// Every host's stats at one moment of a run.
+#[derive(Clone, Debug, PartialEq)]
+pub struct StatSample {
+    /// When.
+    pub at: SimTime,
+    /// Per host, in scenario order (`Null` for hosts without software).
+    pub stats: Vec<serde_json::Value>,
 }
 
 impl Default for RunOptions {
@@ -58,6 +74,7 @@ impl Default for RunOptions {
             capture_format: CaptureFormat::PcapNg,
             watchdog: Duration::from_secs(120),
             keep_trace: false,
+            sample_stats: false,
         }
     }
 }
@@ -230,6 +247,8 @@ pub struct RunOutput {
     pub capture_error: Option<String>,
     /// Wall-clock time the run took.
     pub wall: Duration,
+    /// Stat samples over time, with [`RunOptions::sample_stats`].
+    pub samples: Vec<StatSample>,
     /// The trace, with [`RunOptions::keep_trace`].
     pub trace: Option<Vec<TraceEvent>>,
 }
@@ -404,6 +423,21 @@ pub fn run(loaded: &Loaded, opts: &RunOptions) -> RunOutput {
     let mut host_failure = None;
     let mut stalled = false;
     let mut watchdog_fired = false;
+    let mut samples = Vec::new();
+    let sample_every = (sc.duration_ms * 1000 / MAX_STAT_SAMPLES).max(1000);
+    let mut next_sample = SimTime::ZERO;
+    let sample = |at: SimTime| StatSample {
+        at,
+        stats: records
+            .borrow()
+            .iter()
+            .map(|r| {
+                r.machine
+                    .as_ref()
+                    .map_or(serde_json::Value::Null, |m| m.borrow().report().stats)
+            })
+            .collect(),
+    };
     let end;
     loop {
         let now = SimTime::from_micros(duration_micros(sim.elapsed()));
@@ -428,6 +462,10 @@ pub fn run(loaded: &Loaded, opts: &RunOptions) -> RunOutput {
             n.now = now;
             n.expire_down_hosts(now);
         }
+        if opts.sample_stats && now >= next_sample {
+            samples.push(sample(now));
+            next_sample = now + Duration::from_micros(sample_every);
+        }
         let done = {
             let recs = records.borrow();
             !clients.is_empty() && clients.iter().all(|&c| recs[c].finished)
@@ -450,6 +488,9 @@ pub fn run(loaded: &Loaded, opts: &RunOptions) -> RunOutput {
         }
     }
     let ended_at = SimTime::from_micros(duration_micros(sim.elapsed()));
+    if opts.sample_stats {
+        samples.push(sample(ended_at));
+    }
     net.borrow_mut().now = ended_at;
     net.borrow_mut().finish();
     // Stop every host so sockets close and record what they still held.
@@ -533,6 +574,7 @@ pub fn run(loaded: &Loaded, opts: &RunOptions) -> RunOutput {
         capture: capture_path,
         capture_error,
         wall: wall_start.elapsed(),
+        samples,
         trace: kept.borrow_mut().take(),
     }
 }

@@ -488,6 +488,13 @@ pub struct Expect {
     /// Frame sequences between two hosts.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub sequence: Vec<SequenceExpect>,
+    /// Expectations that hold under any faults: the ones `streamlab swarm`
+    /// judges its randomized fault plans by (besides the invariants), in
+    /// place of the ones above, which describe this scenario's own faults.
+    /// Same keys as `expect`, without a nested `under_faults`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(with = "Option<serde_json::Value>")]
+    pub under_faults: Option<Box<Expect>>,
 }
 
 /// The frames sent between two hosts, in send order, as sent (before any
@@ -631,6 +638,20 @@ pub fn scenario_id(value: &serde_json::Value) -> String {
 /// Every problem found, each with its JSON path (and line and column for
 /// syntax and type errors).
 pub fn parse(text: &str, origin: &str) -> Result<Loaded, Vec<ScenarioError>> {
+    parse_with(text, origin, crate::registry::protocols())
+}
+
+/// [`parse`] against a given set of protocols instead of the registry's: a
+/// program embedding the harness (or a test with a deliberately broken
+/// protocol) runs scenarios, swarms and shrinks of its own protocol this way.
+///
+/// # Errors
+/// As [`parse`].
+pub fn parse_with(
+    text: &str,
+    origin: &str,
+    protocols: &[&'static dyn Protocol],
+) -> Result<Loaded, Vec<ScenarioError>> {
     let located = |e: &serde_json::Error| {
         if e.line() == 0 {
             format!("{origin}: ")
@@ -682,7 +703,7 @@ pub fn parse(text: &str, origin: &str) -> Result<Loaded, Vec<ScenarioError>> {
             message: explain(text, &inner),
         }]
     })?;
-    let c = validate(&scenario).map_err(|mut errs| {
+    let c = validate(&scenario, protocols).map_err(|mut errs| {
         for e in &mut errs {
             e.location = format!("{origin}: ");
         }
@@ -922,15 +943,51 @@ struct Compiled {
 
 /// Semantic checks that typing cannot express, and the protocol's
 /// compilation of its part.
-fn validate(s: &Scenario) -> Result<Compiled, Vec<ScenarioError>> {
+fn validate(
+    s: &Scenario,
+    protocols: &[&'static dyn Protocol],
+) -> Result<Compiled, Vec<ScenarioError>> {
+    let compiled = validate_one(s, protocols);
+    let Some(under) = &s.expect.under_faults else {
+        return compiled;
+    };
+    // The expectations swarm runs are judged by must be valid too, now.
+    let mut errs = compiled.as_ref().err().cloned().unwrap_or_default();
+    if under.under_faults.is_some() {
+        errs.push(ScenarioError::at(
+            "$.expect.under_faults.under_faults",
+            "under_faults cannot be nested",
+        ));
+    } else {
+        let mut alone = s.clone();
+        alone.expect = (**under).clone();
+        if let Err(more) = validate_one(&alone, protocols) {
+            errs.extend(
+                more.into_iter()
+                    .filter(|e| e.path.starts_with("$.expect"))
+                    .map(|mut e| {
+                        e.path = e.path.replacen("$.expect", "$.expect.under_faults", 1);
+                        e
+                    }),
+            );
+        }
+    }
+    if errs.is_empty() { compiled } else { Err(errs) }
+}
+
+fn validate_one(
+    s: &Scenario,
+    protocols: &[&'static dyn Protocol],
+) -> Result<Compiled, Vec<ScenarioError>> {
     let mut errs = Vec::new();
-    let Some(protocol) = crate::registry::protocol(&s.protocol) else {
+    let Some(protocol) = protocols.iter().copied().find(|p| p.name() == s.protocol) else {
+        let names: Vec<&str> = protocols.iter().map(|p| p.name()).collect();
         return Err(vec![ScenarioError::at(
             "$.protocol",
             format!(
                 "unknown protocol {:?}; registered protocols: {}",
                 s.protocol,
-                crate::registry::names().join(", ")
+                names.join(", ")
             ),
         )]);
     };

@@ -267,6 +267,21 @@ pub trait Plan: Send + Sync {
     fn ports(&self) -> Vec<u16>;
 }
 
+/// A number a protocol's runs are compared by in sweeps (goodput,
+/// retransmissions, frames completed): per run, the sum of stat `stat`
+/// over the hosts of role `role`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Metric {
+    /// Its column name, e.g. `goodput_bps`.
+    pub name: &'static str,
+    /// The role whose hosts report it.
+    pub role: &'static str,
+    /// The dotted stat path in those hosts' reports.
+    pub stat: &'static str,
+    /// Its unit, for tables and chart axes (e.g. `bit/s`).
+    pub unit: &'static str,
+}
+
 /// Everything the harness needs to know about one protocol.
 pub trait Protocol: Sync {
     /// Its name in scenario files (`"protocol": "mediastream"`).
@@ -308,6 +323,18 @@ pub trait Protocol: Sync {
     fn dissector(&self) -> Dissector;
     /// What a tshark cross-check reads.
     fn tshark_fields(&self) -> TsharkFields;
+    /// The numbers sweeps report for it besides success rate and
+    /// completion time (none by default).
+    fn metrics(&self) -> &'static [Metric] {
+        &[]
+    }
+    /// Fault classes outside the protocol's fault model, which swarms leave
+    /// out unless asked for by name: class (as `streamlab swarm --faults`
+    /// names it) and why (e.g. `corrupt_deliver`: the protocol relies on a
+    /// lower layer's authentication that the simulation does not model).
+    fn outside_fault_model(&self) -> &'static [(&'static str, &'static str)] {
+        &[]
+    }
 }
 
 /// Bounds on a number, as scenario expectations write them. All given

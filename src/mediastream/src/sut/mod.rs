@@ -28,7 +28,7 @@ use serde::{Deserialize, Serialize};
 use streamlab_core::host::{HostMachine, HostReport, OneSocket, Outcome as HostOutcome, Reporting};
 use streamlab_core::seed::named_rng;
 use streamlab_core::sut::{
-    Bound, Dissector, HostCtx, HostDecl, Oracle, Plan, Protocol, ProtocolSchema, RoleInfo,
+    Bound, Dissector, HostCtx, HostDecl, Metric, Oracle, Plan, Protocol, ProtocolSchema, RoleInfo,
     ScenarioDecl, SpecError, TsharkFields,
 };
 use streamlab_core::time::SimTime;
@@ -755,6 +755,29 @@ impl Protocol for MediaStream {
             kind: "mediastream.type",
             malformed: Some("mediastream.malformed"),
         }
+    }
+
+    fn metrics(&self) -> &'static [Metric] {
+        &[
+            Metric {
+                name: "frames_completed",
+                role: "client",
+                stat: "frames_completed",
+                unit: "frames",
+            },
+            Metric {
+                name: "frames_dropped",
+                role: "client",
+                stat: "frames_dropped",
+                unit: "frames",
+            },
+            Metric {
+                name: "start_attempts",
+                role: "client",
+                stat: "start_attempts",
+                unit: "datagrams",
+            },
+        ]
     }
 }
 
