@@ -29,8 +29,8 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use streamlab_core::host::HostMachine;
 use streamlab_core::sut::{
-    Classified, Dissector, HostCtx, Oracle, Plan, Protocol, ProtocolSchema, RoleInfo, ScenarioDecl,
-    SpecError, TsharkFields,
+    Classified, Dissector, HostCtx, Metric, Oracle, Plan, Protocol, ProtocolSchema, RoleInfo,
+    ScenarioDecl, SpecError, TsharkFields,
 };
 use streamlab_core::time::SimTime;
 
@@ -231,7 +231,7 @@ impl Plan for MspPlan {
                 Some(Box::new(MspHost::new(
                     Endpoint::caller(remote),
                     host::Side::Caller { remote, peer },
-                    0,
+                    caller_port(ctx.seed, &me, ctx.incarnation),
                     ctx.seed,
                     me,
                     *workload,
@@ -317,6 +317,17 @@ impl Plan for MspPlan {
         ports.dedup();
         ports
     }
+}
+
+/// The local port a caller binds: drawn per incarnation from the run's
+/// seed in the ephemeral range 49152..=65535, as a Serval daemon hands a new
+/// MSP socket a fresh port. MSP has no connection id, so a caller that
+/// restarted on its old port would be taken for its old connection
+/// (docs/msp.md §6.5).
+pub fn caller_port(seed: u64, host: &str, incarnation: u32) -> u16 {
+    use rand::Rng;
+    let mut rng = streamlab_core::seed::named_rng(seed, &format!("msp:port:{host}:{incarnation}"));
+    rng.random_range(49152..=65535)
 }
 
 /// Deserialize `value` strictly, errors at their JSON path under `path`.
@@ -660,7 +671,60 @@ impl Protocol for Msp {
             malformed: Some("msp.malformed"),
         }
     }
+
+    fn metrics(&self) -> &'static [Metric] {
+        METRICS
+    }
+
+    fn outside_fault_model(&self) -> &'static [(&'static str, &'static str)] {
+        OUTSIDE_FAULT_MODEL
+    }
 }
+
+const METRICS: &[Metric] = &[
+    Metric {
+        name: "caller_messages_delivered",
+        role: "caller",
+        stat: "messages_delivered",
+        unit: "messages",
+    },
+    Metric {
+        name: "listener_messages_delivered",
+        role: "listener",
+        stat: "messages_delivered",
+        unit: "messages",
+    },
+    Metric {
+        name: "caller_retransmissions",
+        role: "caller",
+        stat: "retransmissions",
+        unit: "packets",
+    },
+    Metric {
+        name: "listener_retransmissions",
+        role: "listener",
+        stat: "retransmissions",
+        unit: "packets",
+    },
+];
+
+/// Faults MSP does not defend against by itself: in Serval it rides in
+/// MDP, whose authenticated encryption drops any packet altered on the way
+/// (docs/msp.md §10).
+const OUTSIDE_FAULT_MODEL: &[(&str, &str)] = &[
+    (
+        "corrupt_deliver",
+        "MSP has no checksum: it relies on MDP's authenticated encryption, which the simulation does not model, to drop damaged packets",
+    ),
+    (
+        "rewrite_nth",
+        "a rewritten field in transit is tampering, which MDP's authenticated encryption rejects before MSP sees it",
+    ),
+    (
+        "truncate_nth",
+        "a truncated packet fails MDP's authentication and never reaches MSP",
+    ),
+];
 
 /// The kind of an MSP packet: `STOP` (FLAG_STOP), `SHUTDOWN` (a data packet
 /// with FLAG_SHUTDOWN), `DATA` (any other data packet), `ACK` (3 bytes).

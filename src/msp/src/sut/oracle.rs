@@ -549,15 +549,16 @@ impl MspOracle {
                             );
                             self.violate("complete_after_shutdowns", msg, at);
                         }
-                        let silent = match (mine, peer_addr) {
+                        // Report times are the host's own (from its latest
+                        // start); the wire's are the run's.
+                        let heard = match (mine, peer_addr) {
                             (Some(m), Some(SocketAddr::V4(p))) => self
                                 .flows
                                 .get(&(m, p))
-                                .and_then(|f| f.last_heard)
-                                .unwrap_or(r.opened_at_ms * 1000),
-                            _ => r.opened_at_ms * 1000,
+                                .and_then(|f| f.last_heard.or(f.started)),
+                            _ => None,
                         };
-                        let quiet = at.at_us.saturating_sub(silent.max(r.opened_at_ms * 1000));
+                        let quiet = heard.map_or(0, |h| at.at_us.saturating_sub(h));
                         if quiet > us(TIMEOUT) + TIMEOUT_SLACK_US {
                             let msg = format!(
                                 "{me}'s connection with {} ({peer_name}) heard nothing for {:.3} s and is still open at the end",
@@ -969,19 +970,30 @@ mod tests {
 
     #[test]
     fn an_open_connection_after_a_long_silence_is_caught() {
-        let mut rec = sink_record("10.0.0.2:49152", "caller", &[]);
-        rec.opened_at_ms = 0;
-        let mut o = oracle(BTreeMap::new());
-        let at = TracePosition {
+        let rec = sink_record("10.0.0.2:49152", "caller", &[]);
+        let at = |ms: u64| TracePosition {
             event: 9,
-            at_us: 12_000_000,
+            at_us: ms * 1000,
         };
-        o.finish(
-            &[report(1, "10.0.0.1:4000", rec), HostReport::default()],
-            at,
-        );
-        let rules: Vec<_> = o.violations().iter().map(|v| v.rule).collect();
-        assert_eq!(rules, ["timeout_reported_as_error"]);
+        // The listener last heard the caller at 0; 11 s of silence is
+        // within the slack, 12 s is not.
+        for (end_ms, fires) in [(11_000, false), (12_000, true)] {
+            let mut f = Feed::new();
+            f.delivered(0, c(), l(), &[FLAG_FIRST, 0xff, 0xff]);
+            f.o.finish(
+                &[
+                    report(1, "10.0.0.1:4000", rec.clone()),
+                    HostReport::default(),
+                ],
+                at(end_ms),
+            );
+            let want: &[&str] = if fires {
+                &["timeout_reported_as_error"]
+            } else {
+                &[]
+            };
+            assert_eq!(f.rules(), want, "{end_ms} ms");
+        }
     }
 
     #[test]
