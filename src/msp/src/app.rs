@@ -17,7 +17,7 @@ use streamlab_core::seed::named_rng;
 use crate::proto::MAX_MESSAGE;
 
 /// How messages are handed to the endpoint.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case", deny_unknown_fields)]
 pub enum Pattern {
     /// As fast as the window allows.
@@ -31,7 +31,7 @@ pub enum Pattern {
 }
 
 /// How a side ends its sending half.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case", deny_unknown_fields)]
 pub enum End {
     /// Shut down once every message was queued (the default).
@@ -50,7 +50,7 @@ pub enum End {
 }
 
 /// One side's application workload on each of its connections.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Workload {
     /// Messages to send (default 0).
@@ -69,6 +69,33 @@ pub struct Workload {
     /// How the side ends its sending half (default: shutdown).
     #[serde(default)]
     pub end: End,
+}
+
+/// A compact, inlined schema: the scenario schema carries one copy per role,
+/// and the scenario loader checks every value strictly with JSON paths.
+impl JsonSchema for Workload {
+    fn schema_name() -> std::borrow::Cow<'static, str> {
+        "MspWorkload".into()
+    }
+
+    fn inline_schema() -> bool {
+        true
+    }
+
+    fn json_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+        schemars::json_schema!({
+            "type": "object",
+            "additionalProperties": false,
+            "description": "Messages sent on each connection (docs/msp.md 9).",
+            "properties": {
+                "messages": { "type": "integer", "minimum": 0, "maximum": u32::MAX },
+                "min_size": { "type": "integer", "minimum": 1, "maximum": MAX_MESSAGE },
+                "max_size": { "type": "integer", "minimum": 1, "maximum": MAX_MESSAGE },
+                "pattern": { "description": "\"bulk\" or {\"paced\": {\"interval_ms\": n}}" },
+                "end": { "description": "\"shutdown\", \"shutdown_after_peer\", \"never\" or {\"stop\": {\"after_messages\": n}}" }
+            }
+        })
+    }
 }
 
 fn one() -> u32 {
