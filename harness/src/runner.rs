@@ -592,6 +592,13 @@ fn decode_hint(loaded: &Loaded) -> String {
     let decode: Vec<String> = ports
         .iter()
         .map(|p| format!("-d udp.port=={p},{proto}"))
+        .chain(
+            loaded
+                .plan
+                .tcp_decode_as()
+                .iter()
+                .map(|(p, as_)| format!("-d tcp.port=={p},{as_}")),
+        )
         .collect();
     format!(
         "streamlab: protocol {}; decode with: tshark {load}{} -r <this file>",

@@ -507,6 +507,21 @@ pub fn decode_capture(
     ports: &[u16],
     capture: &Path,
 ) -> Result<Vec<Decoded>, TsharkError> {
+    decode_capture_with(protocol, ports, &[], capture)
+}
+
+/// [`decode_capture`], also decoding TCP ports as the plan's
+/// `tcp_decode_as` says (e.g. `(8080, "http")`: Wireshark follows a
+/// WebSocket upgrade into its WebSocket and JSON dissectors).
+///
+/// # Errors
+/// As [`decode_capture`].
+pub fn decode_capture_with(
+    protocol: &dyn Protocol,
+    ports: &[u16],
+    tcp: &[(u16, &str)],
+    capture: &Path,
+) -> Result<Vec<Decoded>, TsharkError> {
     let program = find_tshark().ok_or(TsharkError::NotFound)?;
     let fields = protocol.tshark_fields();
     let proto = dissector_proto(protocol);
@@ -522,6 +537,9 @@ pub fn decode_capture(
     }
     for p in ports {
         cmd.arg("-d").arg(format!("udp.port=={p},{proto}"));
+    }
+    for (p, as_) in tcp {
+        cmd.arg("-d").arg(format!("tcp.port=={p},{as_}"));
     }
     cmd.args([
         "-o",

@@ -263,8 +263,15 @@ pub trait Plan: Send + Sync {
     fn waited_for(&self, host: usize) -> bool;
     /// A fresh oracle for one run.
     fn oracle(&self, addrs: &[Ipv4Addr]) -> Box<dyn Oracle>;
-    /// The ports the protocol's traffic uses, for decode-as.
+    /// The UDP ports the protocol's traffic uses, for decode-as with the
+    /// protocol's dissector.
     fn ports(&self) -> Vec<u16>;
+    /// TCP ports and the Wireshark protocol to decode each as (e.g.
+    /// `(8080, "http")` for a WebSocket upgrade on 8080, which Wireshark then
+    /// follows into its WebSocket and JSON dissectors). None by default.
+    fn tcp_decode_as(&self) -> Vec<(u16, &'static str)> {
+        Vec::new()
+    }
 }
 
 /// A number a protocol's runs are compared by in sweeps (goodput,
