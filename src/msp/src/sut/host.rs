@@ -17,6 +17,12 @@ use crate::proto::{CloseResult, Endpoint, Event, SendError, Stats};
 /// Connection records a report keeps (the oldest are dropped beyond it).
 pub const MAX_RECORDS: usize = 256;
 
+/// A waited-for listener holding no connection gives up waiting for the
+/// rest of its expected connections after this long without a packet (or
+/// a connection ending), counted from its callers' latest start: a caller
+/// that never got through has timed out long before.
+pub const LISTENER_IDLE: std::time::Duration = std::time::Duration::from_secs(20);
+
 /// What the host knows about a peer host: its name and workload.
 #[derive(Clone, Debug)]
 pub(crate) struct PeerInfo {
@@ -94,6 +100,8 @@ pub(crate) enum Side {
     Listener {
         peers: BTreeMap<IpAddr, PeerInfo>,
         expect: u32,
+        /// Its callers' latest start (idle time counts from then).
+        idle_from: SimTime,
     },
 }
 
@@ -116,6 +124,8 @@ pub struct MspHost {
     notes: VecDeque<String>,
     /// The latest time any call brought.
     last_now: SimTime,
+    /// The last datagram or connection end.
+    last_activity: SimTime,
 }
 
 impl MspHost {
@@ -143,6 +153,7 @@ impl MspHost {
             caller_started: false,
             notes: VecDeque::new(),
             last_now: SimTime::ZERO,
+            last_activity: SimTime::ZERO,
         }
     }
 
@@ -190,6 +201,7 @@ impl MspHost {
         r.result = Some(result.name().to_string());
         self.notes.push_back(format!("{peer}: {}", result.name()));
         self.ended += 1;
+        self.last_activity = self.last_activity.max(now);
         if self.records.len() >= MAX_RECORDS {
             self.records.pop_front();
         }
@@ -312,6 +324,16 @@ impl MspHost {
                 if *expect == 0 || !self.finished() {
                     return None;
                 }
+                if self.ended < u64::from(*expect) {
+                    return Some(Outcome::Failed {
+                        name: "missing_connections".into(),
+                        message: format!(
+                            "{} of the {expect} expected connections ended; nothing arrived for {} s",
+                            self.ended,
+                            LISTENER_IDLE.as_secs()
+                        ),
+                    });
+                }
                 Some(
                     self.records
                         .iter()
@@ -329,8 +351,25 @@ impl MspHost {
         match &self.side {
             Side::Caller { .. } => self.caller_started && self.ep.is_finished(),
             Side::Listener { expect, .. } => {
-                *expect > 0 && self.ended >= u64::from(*expect) && self.ep.connections() == 0
+                *expect > 0
+                    && self.ep.connections() == 0
+                    && (self.ended >= u64::from(*expect)
+                        || self.idle_deadline().is_some_and(|t| self.last_now >= t))
             }
+        }
+    }
+
+    /// When a waited-for listener holding no connection stops waiting.
+    fn idle_deadline(&self) -> Option<SimTime> {
+        match &self.side {
+            Side::Listener {
+                expect, idle_from, ..
+            } if *expect > 0 && self.ep.connections() == 0 => Some(
+                self.last_activity
+                    .max(*idle_from)
+                    .saturating_add(LISTENER_IDLE),
+            ),
+            _ => None,
         }
     }
 
@@ -362,6 +401,7 @@ impl HostMachine for MspHost {
                 from,
                 data,
             } if self.bound.is_some() => {
+                self.last_activity = self.last_activity.max(now);
                 self.ep.handle_datagram(now, from, data);
                 self.run_app(now);
             }
@@ -405,10 +445,14 @@ impl HostMachine for MspHost {
 
     fn poll_timeout(&self) -> Option<SimTime> {
         self.bound?;
-        let t = [self.ep.poll_timeout(), self.app_timer()]
-            .into_iter()
-            .flatten()
-            .min()?;
+        let t = [
+            self.ep.poll_timeout(),
+            self.app_timer(),
+            self.idle_deadline(),
+        ]
+        .into_iter()
+        .flatten()
+        .min()?;
         // Outputs are drained before this is read, so a timer at or before
         // the latest time seen did nothing when it fired: retry it a tick
         // later rather than spin at one instant (a defect in the endpoint

@@ -40,7 +40,7 @@ use crate::wire::{
     self, FLAG_ACK, FLAG_FIRST, FLAG_SHUTDOWN, FLAG_STOP, MAX_PAYLOAD_LEN, Packet, field,
 };
 
-pub use host::{ConnRecord, MAX_RECORDS, MspHost};
+pub use host::{ConnRecord, LISTENER_IDLE, MAX_RECORDS, MspHost};
 pub use oracle::INVARIANTS;
 
 /// The default listening port.
@@ -244,7 +244,15 @@ impl Plan for MspPlan {
                 workload,
             } => {
                 let mut peers = BTreeMap::new();
+                let mut idle_from = SimTime::ZERO;
                 for (i, r) in self.roles.iter().enumerate() {
+                    if let MspRole::Caller {
+                        target, start_ms, ..
+                    } = r
+                        && *target == host
+                    {
+                        idle_from = idle_from.max(SimTime::from_millis(*start_ms));
+                    }
                     if let MspRole::Caller {
                         target,
                         workload: w,
@@ -270,6 +278,7 @@ impl Plan for MspPlan {
                     host::Side::Listener {
                         peers,
                         expect: *connections,
+                        idle_from,
                     },
                     *port,
                     ctx.seed,
@@ -652,7 +661,7 @@ impl Protocol for Msp {
         if role != "listener" && role != "caller" {
             return Vec::new();
         }
-        ["timeout", "stopped", "bind_failed"]
+        ["timeout", "stopped", "missing_connections", "bind_failed"]
             .iter()
             .map(|s| s.to_string())
             .collect()
@@ -723,6 +732,10 @@ const OUTSIDE_FAULT_MODEL: &[(&str, &str)] = &[
     (
         "truncate_nth",
         "a truncated packet fails MDP's authentication and never reaches MSP",
+    ),
+    (
+        "mtu",
+        "MSP has no path-MTU discovery or fragmentation: it sizes packets to one MDP payload (up to 1160 bytes) and relies on Serval's overlay to carry them; below that path MTU the large packets are lost on every retransmission while small ACKs keep the connection alive",
     ),
 ];
 

@@ -621,8 +621,10 @@ impl Oracle for MspOracle {
                 f.reset_receiver();
             }
         }
-        self.known.retain(|(a, b)| *a.ip() != ip && *b.ip() != ip);
-        self.owed.retain(|(a, b), _| *a.ip() != ip && *b.ip() != ip);
+        // A crashed listener forgets its connections and owes nothing; a
+        // crashed caller's connection lives on at its listener.
+        self.known.retain(|(l, _)| *l.ip() != ip);
+        self.owed.retain(|(l, _), _| *l.ip() != ip);
     }
 
     fn host_started(&mut self, _host: usize) {}
