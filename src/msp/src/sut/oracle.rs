@@ -514,9 +514,12 @@ impl MspOracle {
                     self.violate("delivered_in_order_exactly_once", msg, at);
                 }
                 // Peer's record of the same connection.
+                // Only when the peer's report is of the incarnation that
+                // held it: its own address is the one this record names.
                 let mine = own[i];
-                let peer_rec =
-                    peer_host.and_then(|j| {
+                let peer_rec = peer_host
+                    .filter(|j| own.get(*j).copied().flatten().map(SocketAddr::V4) == peer_addr)
+                    .and_then(|j| {
                         records.get(j)?.iter().rev().find(|pr| {
                             pr.peer.parse::<SocketAddr>().ok() == mine.map(SocketAddr::V4)
                         })
