@@ -113,8 +113,11 @@ impl Observer {
     }
 
     /// The run ended: let the oracle judge the hosts' final reports.
-    pub(crate) fn finish(&mut self, reports: &[HostReport]) {
-        let at = self.position();
+    pub(crate) fn finish(&mut self, reports: &[HostReport], ended_at: SimTime) {
+        let at = TracePosition {
+            event: self.events,
+            at_us: ended_at.as_micros().max(self.last_at.as_micros()),
+        };
         self.oracle.finish(reports, at);
     }
 

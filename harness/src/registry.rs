@@ -7,6 +7,8 @@ use streamlab_core::sut::Protocol;
 pub fn protocols() -> &'static [&'static dyn Protocol] {
     &[
         &streamlab_mediastream::sut::MediaStream,
+        &streamlab_groupstream::sut::GroupStream,
+        &streamlab_srt::sut::Srt,
         &streamlab_msp::sut::Msp,
     ]
 }

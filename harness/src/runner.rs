@@ -559,7 +559,7 @@ pub fn run(loaded: &Loaded, opts: &RunOptions) -> RunOutput {
         }
     };
     let mut observer = observer;
-    observer.finish(&reports);
+    observer.finish(&reports, ended_at);
     RunOutput {
         seed,
         hosts,

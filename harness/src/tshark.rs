@@ -450,6 +450,8 @@ pub struct Decoded {
     pub interface_name: String,
     /// `frame.packet_id`: the trace's packet id.
     pub packet_id: Option<u64>,
+    /// `frame.packet_flags_direction`, if the record has flags.
+    pub direction: Option<Direction>,
     /// Every `frame.comment`, in record order.
     pub comments: Vec<String>,
     /// `udp.checksum.status` (validation is on).
@@ -567,6 +569,7 @@ pub fn decode_capture_with(
         "_ws.malformed",
         "_ws.expert.group",
         "_ws.expert.message",
+        "frame.packet_flags_direction",
     ];
     if let Some(m) = fields.malformed {
         wanted.push(m);
@@ -640,7 +643,13 @@ fn parse_decoded(line: &str, columns: usize) -> Result<Decoded, TsharkError> {
     for g in list(cols[8]) {
         groups.push(num(&g, "expert group")?.unwrap_or_default());
     }
-    let own_malformed = cols.get(10).is_some_and(|s| {
+    let direction = match num(cols[10], "direction")? {
+        None | Some(0) => None,
+        Some(1) => Some(Direction::Inbound),
+        Some(2) => Some(Direction::Outbound),
+        Some(d) => return Err(perr(format!("direction {d}"))),
+    };
+    let own_malformed = cols.get(11).is_some_and(|s| {
         let v = first(s);
         !v.is_empty() && v != "0" && !v.eq_ignore_ascii_case("false")
     });
@@ -649,6 +658,7 @@ fn parse_decoded(line: &str, columns: usize) -> Result<Decoded, TsharkError> {
         number: num(cols[0], "frame.number")?.ok_or_else(|| perr("no frame number".into()))?,
         interface_name: first(cols[1]),
         packet_id: num(cols[2], "packet id")?,
+        direction,
         comments: list(cols[3]),
         udp_checksum,
         protocols: first(cols[5]).split(':').map(str::to_owned).collect(),

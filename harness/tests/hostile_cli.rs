@@ -89,6 +89,17 @@ fn streamlab(args: &[String], stdin: Option<&[u8]>) -> Outcome {
         let mut s = child.stdin.take().expect("stdin");
         let _ = s.write_all(input);
     }
+    // Drain both pipes while waiting: a child writing more than a pipe holds
+    // must not block (and read as a hang).
+    let drain = |mut r: Box<dyn std::io::Read + Send>| {
+        std::thread::spawn(move || {
+            let mut buf = Vec::new();
+            let _ = r.read_to_end(&mut buf);
+            buf
+        })
+    };
+    let out_reader = drain(Box::new(child.stdout.take().expect("stdout")));
+    let err_reader = drain(Box::new(child.stderr.take().expect("stderr")));
     // Poll so that a hang fails the case instead of the whole test run.
     let deadline = Duration::from_secs(10);
     while child.try_wait().expect("wait").is_none() {
@@ -98,13 +109,15 @@ fn streamlab(args: &[String], stdin: Option<&[u8]>) -> Outcome {
         }
         std::thread::sleep(Duration::from_millis(5));
     }
-    let out = child.wait_with_output().expect("output");
+    let status = child.wait().expect("exit status");
+    let stdout = out_reader.join().unwrap_or_default();
+    let stderr = err_reader.join().unwrap_or_default();
     Outcome {
-        code: out.status.code(),
+        code: status.code(),
         text: format!(
             "{}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
+            String::from_utf8_lossy(&stdout),
+            String::from_utf8_lossy(&stderr)
         ),
         took: start.elapsed(),
     }

@@ -103,6 +103,121 @@ fn scenario(#[files("../scenarios/*/*.json")] path: PathBuf) {
         .map(|h| (h.address, h.name.clone()))
         .collect();
     check_capture(&cap1, trace, &names, loaded.protocol);
+    check_decode(&cap1, trace, &loaded);
+}
+
+/// Every protocol's capture, decoded by its own dissector (and TCP by
+/// Wireshark's, on the plan's decode-as ports): each record of a well-formed
+/// datagram (as the protocol's classifier reads the record's bytes) is
+/// claimed by the dissector and not malformed; TCP records are never
+/// malformed.
+fn check_decode(
+    capture: &Path,
+    trace: &[TraceEvent],
+    loaded: &streamlab_harness::scenario::Loaded,
+) {
+    use streamlab_harness::tshark::{decode_capture_with, dissector_proto};
+    let protocol = loaded.protocol;
+    let proto = dissector_proto(protocol);
+    let tcp = loaded.plan.tcp_decode_as();
+    let rows = decode_capture_with(protocol, &loaded.plan.ports(), &tcp, capture)
+        .unwrap_or_else(|e| panic!("tshark on {}: {e}", capture.display()));
+    // Bytes per record, TCP or not, and whether a decode-as port is on it
+    // (Wireshark hands other datagrams to no dissector).
+    let ports = loaded.plan.ports();
+    let mut sent: BTreeMap<u64, (Vec<u8>, bool, bool)> = BTreeMap::new();
+    let mut arrived: BTreeMap<(u64, u32), Vec<u8>> = BTreeMap::new();
+    for e in trace {
+        match e {
+            TraceEvent::Sent {
+                packet,
+                bytes,
+                transport,
+                src,
+                dst,
+                ..
+            } => {
+                let on_port = ports.contains(&src.port()) || ports.contains(&dst.port());
+                sent.insert(
+                    packet.0,
+                    (bytes.clone(), transport.tcp().is_some(), on_port),
+                );
+            }
+            TraceEvent::Arrived {
+                packet,
+                copy,
+                bytes,
+                ..
+            } => {
+                arrived.insert((packet.0, *copy), bytes.clone());
+            }
+            _ => {}
+        }
+    }
+    let mut claimed = 0;
+    for r in &rows {
+        let Some(pid) = r.packet_id else { continue };
+        let Some((out_bytes, tcp, on_port)) = sent.get(&pid) else {
+            continue;
+        };
+        let at = format!("{} frame {} (packet {pid})", capture.display(), r.number);
+        if *tcp {
+            assert!(
+                !r.malformed,
+                "{at}: TCP record malformed: {:?}",
+                r.expert_messages
+            );
+            continue;
+        }
+        let bytes = match r.direction {
+            Some(Direction::Inbound) => {
+                let copy = r
+                    .comments
+                    .iter()
+                    .find_map(|c| {
+                        let i = c.find("copy=")?;
+                        let rest = &c[i + 5..];
+                        let end = rest.find(' ')?;
+                        rest[end..]
+                            .starts_with(" arrived")
+                            .then(|| rest[..end].parse::<u32>().ok())
+                            .flatten()
+                    })
+                    .unwrap_or(0);
+                match arrived.get(&(pid, copy)) {
+                    Some(b) => b,
+                    None => continue,
+                }
+            }
+            _ => out_bytes,
+        };
+        if !on_port || bytes.is_empty() || r.udp_checksum == Some(ChecksumStatus::Bad) {
+            continue;
+        }
+        let c = protocol.classify(bytes);
+        if c.kind.is_some() && c.malformed.is_none() {
+            assert!(
+                r.decoded_as(proto),
+                "{at}: not decoded as {proto}: {:?}",
+                r.protocols
+            );
+            assert!(
+                !r.malformed,
+                "{at}: {proto} says malformed: {:?}",
+                r.expert_messages
+            );
+            claimed += 1;
+        }
+    }
+    let well_formed = sent
+        .values()
+        .filter(|(b, tcp, on_port)| !tcp && *on_port && protocol.classify(b).kind.is_some())
+        .count();
+    assert!(
+        well_formed == 0 || claimed > 0,
+        "{}: the {proto} dissector claimed none of {well_formed} well-formed datagrams",
+        capture.display()
+    );
 }
 
 /// What the trace says one capture record must show.

@@ -236,7 +236,9 @@ pub trait Oracle {
     /// that should have reported an error). `hosts` holds every host's
     /// report in scenario order (the default report for hosts that ran no
     /// protocol software); `at` is the position just past the last trace
-    /// event. Called once, after the last [`Oracle::observe`].
+    /// event, at the simulated time the run ended (a quiet end, where
+    /// hosts stopped on their own timers, is later than the last event).
+    /// Called once, after the last [`Oracle::observe`].
     fn finish(&mut self, hosts: &[HostReport], at: TracePosition) {
         let _ = (hosts, at);
     }
