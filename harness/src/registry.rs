@@ -9,6 +9,7 @@ pub fn protocols() -> &'static [&'static dyn Protocol] {
         &streamlab_mediastream::sut::MediaStream,
         &streamlab_groupstream::sut::GroupStream,
         &streamlab_srt::sut::Srt,
+        &streamlab_msp::sut::Msp,
     ]
 }
 
