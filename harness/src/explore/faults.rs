@@ -1102,7 +1102,13 @@ pub fn apply(base: &Value, faults: &[Fault]) -> Value {
     };
     // One `links` entry per pair: a touched direction's configuration goes
     // into the pair's entry (its `both` spelled out per direction).
-    for ((from, to), cfg) in links {
+    for ((from, to), mut cfg) in links {
+        // netem reorders only delayed packets, and validation refuses a
+        // reorder without a delay: give such a direction 10 ms.
+        if cfg.get("reorder").is_some() && cfg.get("delay").is_none() && cfg.get("preset").is_none()
+        {
+            cfg["delay"] = json!({ "base_ms": 10 });
+        }
         let list = obj.entry("links").or_insert_with(|| json!([]));
         let Some(list) = list.as_array_mut() else {
             continue;
@@ -1297,6 +1303,38 @@ mod tests {
             .collect();
         assert_eq!(times, vec![100, 150, 500]);
         assert_eq!(s["inject"]["rules"][0]["action"], "drop");
+    }
+
+    #[test]
+    fn a_reorder_without_delay_gets_one() {
+        let s = apply(
+            &json!({}),
+            &[Fault::Reorder {
+                from: "a".into(),
+                to: "b".into(),
+                probability: 0.1,
+                gap: 2,
+            }],
+        );
+        assert_eq!(s["links"][0]["a_to_b"]["delay"]["base_ms"], 10);
+        let with = apply(
+            &json!({}),
+            &[
+                Fault::Delay {
+                    from: "a".into(),
+                    to: "b".into(),
+                    base_ms: 30.0,
+                    jitter_ms: 0.0,
+                },
+                Fault::Reorder {
+                    from: "a".into(),
+                    to: "b".into(),
+                    probability: 0.1,
+                    gap: 2,
+                },
+            ],
+        );
+        assert_eq!(with["links"][0]["a_to_b"]["delay"]["base_ms"], 30.0);
     }
 
     #[test]
