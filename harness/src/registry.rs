@@ -5,7 +5,10 @@ use streamlab_core::sut::Protocol;
 
 /// Every registered protocol.
 pub fn protocols() -> &'static [&'static dyn Protocol] {
-    &[&streamlab_mediastream::sut::MediaStream]
+    &[
+        &streamlab_mediastream::sut::MediaStream,
+        &streamlab_teleport::sut::Teleport,
+    ]
 }
 
 /// The protocol called `name`.

@@ -10,8 +10,11 @@
 //! - [`ws`]: a sans-IO WebSocket endpoint (tungstenite's handshake and
 //!   frame codec over an in-memory stream).
 //! - [`proto`]: the sans-IO client and server host machines.
+//! - [`sut`]: Teleport as a system under test (roles, classifier,
+//!   invariants, expectations).
 
 pub mod proto;
+pub mod sut;
 pub mod wire;
 pub mod ws;
 

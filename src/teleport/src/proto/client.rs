@@ -84,6 +84,8 @@ pub struct SessionRecord {
     pub cache_session_id: u64,
     /// How the session ended.
     pub end: String,
+    /// When it ended, µs.
+    pub ended_at_us: u64,
 }
 
 /// Most session records kept.
@@ -261,6 +263,7 @@ impl Client {
                 cached_offered: 0,
                 cache_session_id: 0,
                 end: String::new(),
+                ended_at_us: 0,
             });
         }
     }
@@ -322,11 +325,12 @@ impl Client {
         )
     }
 
-    fn record_end(&mut self, why: &str) {
+    fn record_end(&mut self, now: SimTime, why: &str) {
         if let Some(r) = self.sessions.last_mut()
             && r.end.is_empty()
         {
             r.end = why.to_string();
+            r.ended_at_us = now.as_micros();
         }
     }
 
@@ -336,7 +340,7 @@ impl Client {
         if self.phase == Phase::Ended {
             return;
         }
-        self.record_end(why);
+        self.record_end(now, why);
         self.conn_state = state;
         if self.phase == Phase::Streaming {
             self.enter(now, Phase::Disconnecting);

@@ -15,8 +15,8 @@ use streamlab_core::time::SimTime;
 use super::channels::{Channels, Received};
 use super::{ACKED_RESEND_MS, ConnectionState, History, Phase, resource_uid};
 use crate::wire::{
-    AcknowledgeHandshake, ClientMessage, Command, SetupCommand, Signal, channel, command, make_sdp,
-    sdp_port,
+    self, AcknowledgeHandshake, ClientMessage, Command, SetupCommand, Signal, channel, command,
+    make_sdp, sdp_port,
 };
 use crate::ws::{WsEndpoint, WsEvent};
 
@@ -30,6 +30,8 @@ const GEOMETRY_INTERVAL: Duration = Duration::from_millis(50);
 const PING_INTERVAL: Duration = Duration::from_millis(500);
 /// Most sessions at once.
 pub const MAX_SESSIONS: usize = 8;
+/// Most early channel-open requests remembered.
+const MAX_EARLY_OPENS: usize = 16;
 /// Most session records a report keeps.
 pub const MAX_RECORDS: usize = 16;
 
@@ -163,6 +165,9 @@ pub struct Server {
     cfg: ServerConfig,
     sessions: BTreeMap<SocketId, Session>,
     records: Vec<ServerSessionRecord>,
+    /// Channel-open requests that came before their session's `answer`
+    /// (UDP can overtake the WebSocket), most recent last.
+    early_opens: VecDeque<SocketAddr>,
     next_client_id: u64,
     started: bool,
     failed: Option<String>,
@@ -178,6 +183,7 @@ impl Server {
             cfg,
             sessions: BTreeMap::new(),
             records: Vec::new(),
+            early_opens: VecDeque::new(),
             next_client_id: 1,
             started: false,
             failed: None,
@@ -378,7 +384,14 @@ impl Server {
                     self.stats.malformed += 1;
                     return;
                 };
-                s.client_udp = Some(SocketAddr::new(s.peer.ip(), port));
+                let udp = SocketAddr::new(s.peer.ip(), port);
+                s.client_udp = Some(udp);
+                if let Some(i) = self.early_opens.iter().position(|a| *a == udp) {
+                    self.early_opens.remove(i);
+                    s.channel_open = true;
+                    s.state = ConnectionState::CONNECTED;
+                    s.chans.send_open(true);
+                }
                 self.stats.setups_sent += 1;
                 let setup = Command::Setup(SetupCommand {
                     idle_connection_timeout: self.cfg.idle_timeout_ms,
@@ -483,7 +496,16 @@ impl Server {
             .find(|(_, s)| s.client_udp == Some(from))
             .map(|(c, _)| *c)
         else {
-            self.stats.refused += 1;
+            let open = wire::ChannelPacket::parse(data)
+                .is_ok_and(|p| p.flags == wire::FLAG_OPEN && p.channel == channel::RELIABLE);
+            if open && !self.early_opens.contains(&from) {
+                if self.early_opens.len() >= MAX_EARLY_OPENS {
+                    self.early_opens.pop_front();
+                }
+                self.early_opens.push_back(from);
+            } else if !open {
+                self.stats.refused += 1;
+            }
             return;
         };
         let Some(s) = self.sessions.get_mut(&conn) else {
