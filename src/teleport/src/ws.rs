@@ -322,6 +322,13 @@ impl WsEndpoint {
         }
     }
 
+    /// Send a Ping frame (a keepalive; the peer answers with a Pong).
+    pub fn send_ping(&mut self) {
+        if !self.close_sent {
+            self.send_frame(Frame::ping(Vec::new()));
+        }
+    }
+
     /// Send a Close frame (once).
     pub fn send_close(&mut self) {
         if !self.close_sent && self.is_open() {

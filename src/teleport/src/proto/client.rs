@@ -24,6 +24,10 @@ const FIRST_CONN: SocketId = 100;
 const LINGER: Duration = Duration::from_millis(2000);
 /// Interval of the channel-open request until it is answered.
 const OPEN_RESEND: Duration = Duration::from_millis(200);
+/// Interval of the WebSocket keepalive ping while streaming (so that a
+/// dead signaling connection is noticed: a restarted server answers with a
+/// reset).
+const KEEPALIVE: Duration = Duration::from_millis(1000);
 /// Interval of the pose stream on the unreliable channel.
 const POSE_INTERVAL: Duration = Duration::from_millis(100);
 
@@ -137,6 +141,7 @@ pub struct Client {
     idle_timeout: Duration,
     last_rx: SimTime,
     next_pose: Option<SimTime>,
+    next_keepalive: Option<SimTime>,
     disconnect_at: Option<SimTime>,
     last_ack_id: u64,
     cache_session: Option<u64>,
@@ -189,6 +194,7 @@ impl Client {
             idle_timeout: Duration::from_millis(u64::from(super::DEFAULT_IDLE_TIMEOUT_MS)),
             last_rx: SimTime::ZERO,
             next_pose: None,
+            next_keepalive: None,
             disconnect_at: None,
             last_ack_id: 0,
             cache_session: None,
@@ -252,6 +258,7 @@ impl Client {
         self.connect_sent_at = None;
         self.handshake_deadline = None;
         self.next_pose = None;
+        self.next_keepalive = None;
         self.last_ack_id = 0;
         self.reconnect_at = None;
         self.discovery_deadline = Some(now + Duration::from_millis(self.cfg.connection_timeout_ms));
@@ -349,6 +356,7 @@ impl Client {
         self.chans.stop();
         self.ws = None;
         self.next_pose = None;
+        self.next_keepalive = None;
         self.handshake_deadline = None;
         self.discovery_deadline = None;
         self.connect_sent_at = None;
@@ -521,6 +529,7 @@ impl Client {
                 }
                 self.last_rx = now;
                 self.next_pose = Some(now + POSE_INTERVAL);
+                self.next_keepalive = Some(now + KEEPALIVE);
             }
             Command::Acked { ty, ack_id, .. } if self.phase == Phase::Streaming => {
                 self.stats.acks_sent += 1;
@@ -756,6 +765,16 @@ impl HostMachine for Client {
             self.chans.send(now, channel::UNRELIABLE, &[0u8; 16]);
             self.next_pose = Some(t + POSE_INTERVAL);
         }
+        if let Some(t) = self.next_keepalive
+            && now >= t
+            && self.phase == Phase::Streaming
+        {
+            if let Some(ws) = &mut self.ws {
+                ws.send_ping();
+            }
+            self.flush_ws();
+            self.next_keepalive = Some(t + KEEPALIVE);
+        }
         if self.active() {
             self.chans.on_timeout(now);
         }
@@ -818,6 +837,7 @@ impl HostMachine for Client {
         if self.phase == Phase::Streaming {
             t.push(self.last_rx + self.idle_timeout);
             t.extend(self.next_pose);
+            t.extend(self.next_keepalive);
             t.extend(self.disconnect_at);
         }
         if self.active() {

@@ -465,16 +465,28 @@ impl Oracle for TeleportOracle {
     }
 
     fn host_crashed(&mut self, host: usize) {
-        // Its sessions are gone: forget their flows.
-        let ips: Vec<Ipv4Addr> = self
+        // Its side of every session is gone; the peer's side is not.
+        let server_ips: Vec<Ipv4Addr> = self
             .servers
             .iter()
-            .chain(self.clients.iter())
             .filter(|(_, h)| **h == host)
             .map(|(ip, _)| *ip)
             .collect();
-        self.flows
-            .retain(|(s, c), _| !ips.contains(s.ip()) && !ips.contains(c.ip()));
+        let client_ips: Vec<Ipv4Addr> = self
+            .clients
+            .iter()
+            .filter(|(_, h)| **h == host)
+            .map(|(ip, _)| *ip)
+            .collect();
+        for ((s, c), f) in self.flows.iter_mut() {
+            if server_ips.contains(s.ip()) {
+                f.ack_handshake_sent = false;
+                f.shutdown_sent = false;
+            }
+            if client_ips.contains(c.ip()) {
+                f.ack_handshake_delivered = false;
+            }
+        }
     }
 
     fn host_started(&mut self, _host: usize) {}
