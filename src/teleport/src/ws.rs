@@ -16,7 +16,7 @@ use std::io::{self, Cursor, Read, Write};
 use rand::RngCore;
 use rand_chacha::ChaCha20Rng;
 use tungstenite::handshake::client::{ClientHandshake, Request};
-use tungstenite::handshake::server::{NoCallback, ServerHandshake};
+use tungstenite::handshake::server::{self as hs_server, Callback, ServerHandshake};
 use tungstenite::handshake::{HandshakeError, MidHandshake};
 use tungstenite::protocol::frame::coding::{Control, Data, OpCode};
 use tungstenite::protocol::frame::{Frame, FrameHeader};
@@ -25,6 +25,40 @@ use tungstenite::protocol::frame::{Frame, FrameHeader};
 pub const MAX_FRAME_PAYLOAD: usize = 16 * 1024;
 /// Most bytes buffered from the peer before a frame completes.
 pub const MAX_INBOX: usize = 64 * 1024;
+
+/// The WebSocket subprotocol the client asks for and the server accepts
+/// (`Sec-WebSocket-Protocol`): its text frames are JSON signals.
+/// `captures/teleport.lua` hands this subprotocol to Wireshark's JSON
+/// dissector.
+pub const SUBPROTOCOL: &str = "teleport-json";
+
+/// The server's answer to the upgrade: it accepts [`SUBPROTOCOL`] when
+/// asked for it.
+#[derive(Clone, Copy, Debug)]
+struct Subprotocol;
+
+impl Callback for Subprotocol {
+    fn on_request(
+        self,
+        request: &hs_server::Request,
+        mut response: hs_server::Response,
+    ) -> Result<hs_server::Response, hs_server::ErrorResponse> {
+        let asked = request
+            .headers()
+            .get_all("Sec-WebSocket-Protocol")
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .any(|p| p.trim() == SUBPROTOCOL);
+        if asked {
+            response.headers_mut().insert(
+                "Sec-WebSocket-Protocol",
+                tungstenite::http::HeaderValue::from_static(SUBPROTOCOL),
+            );
+        }
+        Ok(response)
+    }
+}
 
 /// The in-memory stream the handshake machines run over.
 #[derive(Debug, Default)]
@@ -76,7 +110,7 @@ impl Write for MemStream {
 
 enum State {
     ClientHandshake(MidHandshake<ClientHandshake<MemStream>>),
-    ServerHandshake(MidHandshake<ServerHandshake<MemStream, NoCallback>>),
+    ServerHandshake(MidHandshake<ServerHandshake<MemStream, Subprotocol>>),
     Open(MemStream),
     Failed,
     Swapping,
@@ -130,6 +164,7 @@ impl WsEndpoint {
             .header("Upgrade", "websocket")
             .header("Sec-WebSocket-Version", "13")
             .header("Sec-WebSocket-Key", key)
+            .header("Sec-WebSocket-Protocol", SUBPROTOCOL)
             .body(());
         let state = match request.map_err(|e| e.to_string()).and_then(|r| {
             ClientHandshake::start(MemStream::default(), r, None).map_err(|e| e.to_string())
@@ -152,7 +187,7 @@ impl WsEndpoint {
         WsEndpoint {
             state: State::ServerHandshake(ServerHandshake::start(
                 MemStream::default(),
-                NoCallback,
+                Subprotocol,
                 None,
             )),
             mask_rng: None,
