@@ -682,6 +682,14 @@ impl Server {
 impl HostMachine for Server {
     fn handle(&mut self, now: SimTime, input: Input<'_>) {
         match input {
+            Input::Listening { local, .. } => {
+                self.events
+                    .push_back(format!("signaling listening on {local}"));
+            }
+            Input::Bound { local, .. } => {
+                self.events
+                    .push_back(format!("data channels bound on {local}"));
+            }
             Input::BindFailed { socket, error } if socket == LISTENER || socket == UDP => {
                 self.failed = Some(format!("binding socket {socket} failed: {error}"));
             }
