@@ -39,8 +39,15 @@ fn phases(v: &Value) -> Vec<String> {
         .collect()
 }
 
+/// One session at a time: a port just found free must stay free until the
+/// server binds it (another test's client could take it as ephemeral).
+static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
 /// Start a server for one session, wait until it listens, run a client.
 fn session(server_args: &[&str], client_args: &[&str]) -> (Value, Value) {
+    let _one = SERIAL
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
     let (port, data) = free_ports();
     let (port, data) = (port.to_string(), data.to_string());
     let mut server = bin()

@@ -589,6 +589,14 @@ impl Client {
                 }
             }
             Received::Data { channel, payloads } => {
+                if channel == channel::RELIABLE && !self.channel_open {
+                    // The server sends on channel 100: it is open, even if
+                    // its answer to our open request was lost.
+                    self.channel_open = true;
+                    self.open_resend_at = None;
+                    self.conn_state = ConnectionState::CONNECTED;
+                    self.events.push_back("channel 100 open".into());
+                }
                 for p in payloads {
                     match channel {
                         channel::RELIABLE => self.on_reliable(now, &p),

@@ -50,6 +50,9 @@ const MAX_GAPS: usize = 256;
 const MAX_SPANS: usize = 64;
 /// A silence shorter than this is not recorded (idle timeouts are ≥ 1 s).
 const GAP_US: u64 = 500_000;
+/// A client's silence before a channel-open request that starts a new
+/// session.
+const NEW_SESSION_US: u64 = 400_000;
 /// One simulator tick.
 const TICK_US: u64 = 1000;
 
@@ -67,7 +70,7 @@ struct ClientWire {
     /// Per session (a run of sends opened by CHANNEL_OPEN): first and last
     /// send time.
     spans: Vec<(u64, u64)>,
-    last_was_open: bool,
+    last_send: Option<u64>,
 }
 
 /// The oracle of one run.
@@ -182,12 +185,20 @@ impl TeleportOracle {
         pos: TracePosition,
     ) {
         let open = p.flags & FLAG_OPEN != 0;
-        if open {
-            // A new session opens channel 100: its flow starts afresh.
+        let host = self.clients.get(src.ip()).copied();
+        let last_send = host
+            .and_then(|h| self.wire.get(&h))
+            .and_then(|w| w.last_send);
+        // A new session: its channel-open request after a silence (a
+        // session's own open requests and traffic are never further apart
+        // than 200 ms; a reconnect waits at least 500 ms).
+        let new_session = open && last_send.is_none_or(|l| at.saturating_sub(l) >= NEW_SESSION_US);
+        if new_session {
             if let Some(f) = self.flow(dst, src) {
                 *f = Flow::default();
             }
-        } else if p.channel == channel::UNRELIABLE
+        } else if !open
+            && p.channel == channel::UNRELIABLE
             && p.flags & FLAG_ACK == 0
             && !self
                 .flow(dst, src)
@@ -201,18 +212,16 @@ impl TeleportOracle {
                 pos,
             );
         }
-        let Some(host) = self.clients.get(src.ip()).copied() else {
-            return;
-        };
+        let Some(host) = host else { return };
         let w = self.wire.entry(host).or_default();
-        if open && !w.last_was_open {
+        if new_session {
             if w.spans.len() < MAX_SPANS {
                 w.spans.push((at, at));
             }
         } else if let Some(s) = w.spans.last_mut() {
             s.1 = at;
         }
-        w.last_was_open = open;
+        w.last_send = Some(at);
     }
 
     fn delivered(&mut self, at: u64, src: SocketAddrV4, dst: SocketAddrV4, p: &ChannelPacket<'_>) {
@@ -668,6 +677,22 @@ mod tests {
         send(&mut o, 11, true, 20, 0, &[0; 10]);
         assert_eq!(o.violations().len(), 2);
         assert_eq!(o.violations()[1].rule, "nothing_after_disconnecting");
+    }
+
+    #[test]
+    fn an_open_resend_within_a_session_is_not_a_new_session() {
+        let mut o = oracle();
+        send(&mut o, 0, false, 100, FLAG_OPEN, &[]);
+        let ack = crate::wire::AcknowledgeHandshake { nodes: vec![] }.encode();
+        send(&mut o, 150, true, 100, 0, &ack);
+        // The open request crossed the AcknowledgeHandshake on the wire.
+        send(&mut o, 200, false, 100, FLAG_OPEN, &[]);
+        send(&mut o, 210, true, 20, 0, &[0; 10]);
+        assert!(o.violations().is_empty(), "{:?}", o.violations());
+        // After a silence, an open request starts a new session.
+        send(&mut o, 2000, false, 100, FLAG_OPEN, &[]);
+        send(&mut o, 2010, true, 20, 0, &[0; 10]);
+        assert_eq!(o.violations().len(), 1);
     }
 
     fn client_report(history: &[&str], log: Value) -> HostReport {
