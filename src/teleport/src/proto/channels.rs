@@ -102,10 +102,17 @@ impl Channels {
         self.out.push_back(v);
     }
 
-    /// Send the channel-open request (or its answer) on channel 100.
-    pub fn send_open(&mut self, ack: bool) {
+    /// Send the channel-open request (or its answer) on channel 100. The
+    /// request carries the sender's clock (`now`, µs since it started, u64
+    /// LE) as its payload, as the reference's messages carry
+    /// `timestamp_session_us`; the answer is empty.
+    pub fn send_open(&mut self, ack: bool, now: SimTime) {
         let f = FLAG_OPEN | if ack { FLAG_ACK } else { 0 };
-        self.emit(channel::RELIABLE, f, 0, &[]);
+        if ack {
+            self.emit(channel::RELIABLE, f, 0, &[]);
+        } else {
+            self.emit(channel::RELIABLE, f, 0, &now.as_micros().to_le_bytes());
+        }
     }
 
     /// Send `payload` on `channel` (reliable channels queue it when the

@@ -42,7 +42,8 @@ pub struct ClientConfig {
     pub identity: String,
     /// Reconnect attempts after a lost session (0: off; default 4).
     pub reconnect_attempts: u32,
-    /// How long Discovery may take (TCP connect and WebSocket upgrade), ms.
+    /// How long Discovery (TCP connect and WebSocket upgrade) may take, and
+    /// then Signaling (until SetupCommand), each, ms (default 10000).
     pub connection_timeout_ms: u64,
     /// How long Handshake may take, ms (`startSessionTimeout`, 3 s).
     pub handshake_timeout_ms: u64,
@@ -58,7 +59,7 @@ impl ClientConfig {
             path: "session".into(),
             identity: "streamlab".into(),
             reconnect_attempts: 4,
-            connection_timeout_ms: 30_000,
+            connection_timeout_ms: 10_000,
             handshake_timeout_ms: 3000,
             disconnect_after_ms: None,
         }
@@ -112,6 +113,8 @@ struct Stats {
     handshake_timeouts: u64,
     resources_received: u64,
     malformed: u64,
+    strangers: u64,
+    signaling_timeouts: u64,
     time_to_streaming_ms: Option<u64>,
     first_streaming_at_ms: Option<u64>,
     streaming_sessions: u64,
@@ -407,7 +410,9 @@ impl Client {
                 WsEvent::Open => {
                     if self.phase == Phase::Discovery {
                         self.enter(now, Phase::Signaling);
-                        self.discovery_deadline = None;
+                        // Discovery's deadline now bounds Signaling too.
+                        self.discovery_deadline =
+                            Some(now + Duration::from_millis(self.cfg.connection_timeout_ms));
                         self.conn_state = ConnectionState::NEW_UNCONNECTED;
                         self.send_connect(now);
                     }
@@ -467,7 +472,7 @@ impl Client {
                 self.send_signal(&Signal::Candidate {
                     candidate: format!("candidate:1 1 UDP 2130706431 0.0.0.0 {mine} typ host"),
                 });
-                self.chans.send_open(false);
+                self.chans.send_open(false, now);
                 self.flush_chans();
                 self.open_resend_at = Some(now + OPEN_RESEND);
             }
@@ -688,8 +693,18 @@ impl HostMachine for Client {
                 self.end_session(now, why, false, state);
             }
             Input::Datagram {
-                socket: UDP, data, ..
-            } => self.on_datagram(now, data),
+                socket: UDP,
+                from,
+                data,
+            } => {
+                // Only the server's data-channel address is heard (a
+                // stranger's datagrams are counted and dropped).
+                if Some(from) == self.server_udp {
+                    self.on_datagram(now, data);
+                } else {
+                    self.stats.strangers += 1;
+                }
+            }
             _ => {}
         }
     }
@@ -715,10 +730,19 @@ impl HostMachine for Client {
         }
         if let Some(t) = self.discovery_deadline
             && now >= t
-            && self.phase == Phase::Discovery
         {
-            self.end_session(now, "connect_timeout", false, ConnectionState::FAILED);
-            return;
+            match self.phase {
+                Phase::Discovery => {
+                    self.end_session(now, "connect_timeout", false, ConnectionState::FAILED);
+                    return;
+                }
+                Phase::Signaling => {
+                    self.stats.signaling_timeouts += 1;
+                    self.end_session(now, "signaling_timeout", false, ConnectionState::FAILED);
+                    return;
+                }
+                _ => {}
+            }
         }
         if self.phase == Phase::Signaling
             && !self.accepted
@@ -763,7 +787,7 @@ impl HostMachine for Client {
             && !self.channel_open
             && self.active()
         {
-            self.chans.send_open(false);
+            self.chans.send_open(false, now);
             self.open_resend_at = Some(now + OPEN_RESEND);
         }
         if let Some(t) = self.next_pose
@@ -830,7 +854,7 @@ impl HostMachine for Client {
         let mut t: Vec<SimTime> = Vec::new();
         t.extend(self.closing_until);
         t.extend(self.reconnect_at);
-        if self.phase == Phase::Discovery {
+        if matches!(self.phase, Phase::Discovery | Phase::Signaling) {
             t.extend(self.discovery_deadline);
         }
         if self.phase == Phase::Signaling && !self.accepted {
@@ -892,6 +916,8 @@ impl HostMachine for Client {
             "resources_received": s.resources_received,
             "cached_resources": self.cache.len(),
             "malformed": s.malformed + self.chans.malformed,
+            "strangers": s.strangers,
+            "signaling_timeouts": s.signaling_timeouts,
             "time_to_streaming_ms": s.time_to_streaming_ms,
             "resends": self.chans.resends,
             "bytes_received": Channels::bytes_json(&self.chans.bytes_received),
@@ -930,6 +956,8 @@ pub const CLIENT_STATS: &[&str] = &[
     "resources_received",
     "cached_resources",
     "malformed",
+    "strangers",
+    "signaling_timeouts",
     "time_to_streaming_ms",
     "resends",
     "phase_history_dropped",

@@ -390,7 +390,7 @@ impl Server {
                     self.early_opens.remove(i);
                     s.channel_open = true;
                     s.state = ConnectionState::CONNECTED;
-                    s.chans.send_open(true);
+                    s.chans.send_open(true, now);
                 }
                 self.stats.setups_sent += 1;
                 let setup = Command::Setup(SetupCommand {
@@ -522,7 +522,7 @@ impl Server {
             Received::Open => {
                 s.channel_open = true;
                 s.state = ConnectionState::CONNECTED;
-                s.chans.send_open(true);
+                s.chans.send_open(true, now);
                 self.flush(conn);
                 self.acknowledge(conn, now);
             }

@@ -165,7 +165,8 @@ pub struct ClientRole {
     /// 3000).
     #[serde(default = "default_handshake_timeout")]
     pub handshake_timeout_ms: u64,
-    /// How long Discovery may take, ms (default 30000).
+    /// How long Discovery may take, and then Signaling until SetupCommand,
+    /// ms (default 10000).
     #[serde(default = "default_connection_timeout")]
     pub connection_timeout_ms: u64,
     /// Send `disconnect` this long after first reaching Streaming, ms.
@@ -253,7 +254,7 @@ fn default_handshake_timeout() -> u64 {
     3000
 }
 fn default_connection_timeout() -> u64 {
-    30_000
+    10_000
 }
 
 /// A host's resolved role.
@@ -634,6 +635,7 @@ impl Protocol for Teleport {
                 "websocket_error",
                 "connect_failed",
                 "connect_timeout",
+                "signaling_timeout",
                 "reconnect_exhausted",
                 "shutdown_in_handshake",
                 "bind_failed",
@@ -663,7 +665,30 @@ impl Protocol for Teleport {
     fn metrics(&self) -> &'static [Metric] {
         METRICS
     }
+
+    fn outside_fault_model(&self) -> &'static [(&'static str, &'static str)] {
+        OUTSIDE_FAULT_MODEL
+    }
 }
+
+/// Faults Teleport does not defend against by itself: its data channels
+/// run over DTLS and SCTP (WebRTC), which authenticate and checksum every
+/// packet, so an altered packet never reaches the application; this model
+/// leaves that layer out (docs/teleport.md §1).
+const OUTSIDE_FAULT_MODEL: &[(&str, &str)] = &[
+    (
+        "corrupt_deliver",
+        "the data channels rely on DTLS authentication and the SCTP CRC32c, which the model leaves out, to drop damaged packets",
+    ),
+    (
+        "rewrite_nth",
+        "a field rewritten in transit is tampering, which DTLS rejects before Teleport sees it",
+    ),
+    (
+        "truncate_nth",
+        "a truncated packet fails DTLS authentication and never reaches Teleport",
+    ),
+];
 
 const METRICS: &[Metric] = &[
     Metric {

@@ -71,12 +71,17 @@ struct ClientWire {
     /// send time.
     spans: Vec<(u64, u64)>,
     last_send: Option<u64>,
+    /// Trace time minus the client's own clock (its clock starts when its
+    /// software does), from the clock its channel-open requests carry.
+    offset: Option<u64>,
 }
 
 /// The oracle of one run.
 #[derive(Debug)]
 pub(crate) struct TeleportOracle {
     servers: BTreeMap<Ipv4Addr, usize>,
+    /// Each server's data-channel address.
+    data_addrs: Vec<SocketAddrV4>,
     clients: BTreeMap<Ipv4Addr, usize>,
     flows: BTreeMap<(SocketAddrV4, SocketAddrV4), Flow>,
     wire: BTreeMap<usize, ClientWire>,
@@ -93,11 +98,13 @@ impl TeleportOracle {
     ) -> Self {
         let mut servers = BTreeMap::new();
         let mut clients = BTreeMap::new();
+        let mut data_addrs = Vec::new();
         for (i, r) in roles.iter().enumerate() {
             let Some(ip) = addrs.get(i) else { continue };
             match r {
-                Role::Server(_) => {
+                Role::Server(s) => {
                     servers.insert(*ip, i);
+                    data_addrs.push(SocketAddrV4::new(*ip, s.data_port));
                 }
                 Role::Client { .. } => {
                     clients.insert(*ip, i);
@@ -107,6 +114,7 @@ impl TeleportOracle {
         }
         TeleportOracle {
             servers,
+            data_addrs,
             clients,
             flows: BTreeMap::new(),
             wire: BTreeMap::new(),
@@ -214,6 +222,12 @@ impl TeleportOracle {
         }
         let Some(host) = host else { return };
         let w = self.wire.entry(host).or_default();
+        if open
+            && p.flags & FLAG_ACK == 0
+            && let Ok(clock) = <[u8; 8]>::try_from(p.payload)
+        {
+            w.offset = Some(at.saturating_sub(u64::from_le_bytes(clock)));
+        }
         if new_session {
             if w.spans.len() < MAX_SPANS {
                 w.spans.push((at, at));
@@ -225,7 +239,8 @@ impl TeleportOracle {
     }
 
     fn delivered(&mut self, at: u64, src: SocketAddrV4, dst: SocketAddrV4, p: &ChannelPacket<'_>) {
-        if p.flags & FLAG_FROM_SERVER == 0 {
+        // Clients hear only their server's data-channel address.
+        if p.flags & FLAG_FROM_SERVER == 0 || !self.data_addrs.contains(&src) {
             return;
         }
         if p.kind() == "ACK_HANDSHAKE"
@@ -273,6 +288,11 @@ impl TeleportOracle {
             .as_array()
             .cloned()
             .unwrap_or_default();
+        // Report times are the client's own clock (it starts when its
+        // software does); the wire's are the trace's. Without a
+        // channel-open request in this incarnation there is no data-channel
+        // traffic to judge times against.
+        let offset = self.wire.get(&host).and_then(|w| w.offset);
         // Sessions in the history: split at each Discovery.
         let mut sessions: Vec<Vec<(Phase, u64)>> = Vec::new();
         for (p, t) in &hist {
@@ -299,7 +319,9 @@ impl TeleportOracle {
             }
             let idle_us = rec["idle_timeout_ms"].as_u64().unwrap_or(0) * 1000;
             let end = rec["end"].as_str().unwrap_or("");
-            let ended = rec["ended_at_us"].as_u64().unwrap_or(0);
+            let Some(off) = offset else { continue };
+            let ended_local = rec["ended_at_us"].as_u64().unwrap_or(0);
+            let ended = ended_local.saturating_add(off);
             if end == "idle_timeout" {
                 match self.last_delivery_before(host, ended) {
                     Ok(p) if ended < p + idle_us => self.violate(
@@ -342,12 +364,12 @@ impl TeleportOracle {
                 && let Some(start) = s
                     .iter()
                     .find(|(p, _)| *p == Phase::Streaming)
-                    .map(|(_, t)| t * 1000)
+                    .map(|(_, t)| t * 1000 + off)
             {
                 let stop = s
                     .iter()
                     .find(|(p, _)| matches!(p, Phase::Disconnecting | Phase::Ended))
-                    .map_or(at.at_us, |(_, t)| t * 1000 + 999);
+                    .map_or(at.at_us, |(_, t)| t * 1000 + 999 + off);
                 let gaps = self
                     .wire
                     .get(&host)
@@ -371,7 +393,7 @@ impl TeleportOracle {
                 }
             }
             // Nothing sent after the session ended.
-            if !end.is_empty() && ended > 0 {
+            if !end.is_empty() && ended_local > 0 {
                 let spans = self
                     .wire
                     .get(&host)
@@ -487,6 +509,11 @@ impl Oracle for TeleportOracle {
             .filter(|(_, h)| **h == host)
             .map(|(ip, _)| *ip)
             .collect();
+        // A crashed client's report will be its next incarnation's: its
+        // wire history starts afresh too.
+        if self.clients.values().any(|h| *h == host) {
+            self.wire.remove(&host);
+        }
         for ((s, c), f) in self.flows.iter_mut() {
             if server_ips.contains(s.ip()) {
                 f.ack_handshake_sent = false;
@@ -695,6 +722,19 @@ mod tests {
         assert_eq!(o.violations().len(), 1);
     }
 
+    /// The client's channel-open request at `at_ms` (trace time), carrying
+    /// its own clock `local_ms`.
+    fn open(o: &mut TeleportOracle, at_ms: u64, local_ms: u64) {
+        send(
+            o,
+            at_ms,
+            false,
+            100,
+            FLAG_OPEN,
+            &(local_ms * 1000).to_le_bytes(),
+        );
+    }
+
     fn client_report(history: &[&str], log: Value) -> HostReport {
         HostReport {
             outcome: None,
@@ -706,7 +746,7 @@ mod tests {
     #[test]
     fn an_early_idle_timeout_and_a_bad_transition_are_caught() {
         let mut o = oracle();
-        send(&mut o, 0, false, 100, FLAG_OPEN, &[]);
+        open(&mut o, 0, 0);
         let ack = crate::wire::AcknowledgeHandshake { nodes: vec![] }.encode();
         send(&mut o, 10, true, 100, 0, &ack);
         send(&mut o, 1000, true, 20, 0, &[0; 10]); // last delivery at 1005 ms
@@ -733,11 +773,13 @@ mod tests {
 
     #[test]
     fn an_idle_timeout_on_time_passes_and_a_missed_one_is_caught() {
+        // The client's software started at 1000 ms: its clock is 1000 ms
+        // behind the trace.
         let mut o = oracle();
-        send(&mut o, 0, false, 100, FLAG_OPEN, &[]);
+        open(&mut o, 1000, 0);
         let ack = crate::wire::AcknowledgeHandshake { nodes: vec![] }.encode();
-        send(&mut o, 10, true, 100, 0, &ack);
-        send(&mut o, 1000, true, 20, 0, &[0; 10]);
+        send(&mut o, 1010, true, 100, 0, &ack);
+        send(&mut o, 2000, true, 20, 0, &[0; 10]); // reaches it at 2005 ms
         let ok = client_report(
             &[
                 "Discovery@0",
@@ -750,10 +792,10 @@ mod tests {
             serde_json::json!([{"session_id": 1, "idle_timeout_ms": 5000, "cached_offered": 0,
                 "cache_session_id": 0, "end": "idle_timeout", "ended_at_us": 6_005_000}]),
         );
-        o.finish(&[HostReport::default(), ok], pos(7_000_000));
+        o.finish(&[HostReport::default(), ok], pos(8_000_000));
         assert!(o.violations().is_empty(), "{:?}", o.violations());
         let mut o = oracle();
-        send(&mut o, 0, false, 100, FLAG_OPEN, &[]);
+        open(&mut o, 0, 0);
         send(&mut o, 10, true, 100, 0, &ack);
         send(&mut o, 1000, true, 20, 0, &[0; 10]);
         send(&mut o, 9000, true, 20, 0, &[0; 10]);
