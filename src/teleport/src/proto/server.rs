@@ -386,6 +386,21 @@ impl Server {
                 };
                 let udp = SocketAddr::new(s.peer.ip(), port);
                 s.client_udp = Some(udp);
+                // A client's data address belongs to one session: an older
+                // session on it (the client restarted, or its close was
+                // lost) is over.
+                let stale: Vec<SocketId> = self
+                    .sessions
+                    .iter()
+                    .filter(|(c, o)| **c != conn && o.client_udp == Some(udp))
+                    .map(|(c, _)| *c)
+                    .collect();
+                for c in stale {
+                    self.end(c, now, "superseded", false);
+                }
+                let Some(s) = self.sessions.get_mut(&conn) else {
+                    return;
+                };
                 if let Some(i) = self.early_opens.iter().position(|a| *a == udp) {
                     self.early_opens.remove(i);
                     s.channel_open = true;

@@ -24,7 +24,7 @@ pub const INVARIANTS: &[(&str, &str)] = &[
     ),
     (
         "no_streaming_before_handshake",
-        "the server sends nothing on channels 20, 40, 80 or 120 to a client before it sent that session's AcknowledgeHandshake; the client sends nothing on 120 before an AcknowledgeHandshake reached it",
+        "the server sends nothing on channels 20, 40, 80 or 120 to a client address before its first AcknowledgeHandshake to it (since the server started); the client sends nothing on 120 in a session before that session's AcknowledgeHandshake reached it",
     ),
     (
         "idle_timeout_on_time",
@@ -202,8 +202,17 @@ impl TeleportOracle {
         // than 200 ms; a reconnect waits at least 500 ms).
         let new_session = open && last_send.is_none_or(|l| at.saturating_sub(l) >= NEW_SESSION_US);
         if new_session {
+            // The client's side starts afresh, and a ShutdownCommand ended
+            // the server's old session. The server's AcknowledgeHandshake
+            // is not forgotten: its old session may still be streaming to
+            // this address until it learns of the new one (the client
+            // restarted, or its close was lost), which the wire cannot tell
+            // from streaming early; so the server is judged before its first
+            // AcknowledgeHandshake to each client address (and after its own
+            // restart).
             if let Some(f) = self.flow(dst, src) {
-                *f = Flow::default();
+                f.ack_handshake_delivered = false;
+                f.shutdown_sent = false;
             }
         } else if !open
             && p.channel == channel::UNRELIABLE
@@ -716,10 +725,13 @@ mod tests {
         send(&mut o, 200, false, 100, FLAG_OPEN, &[]);
         send(&mut o, 210, true, 20, 0, &[0; 10]);
         assert!(o.violations().is_empty(), "{:?}", o.violations());
-        // After a silence, an open request starts a new session.
+        // After a silence, an open request starts a new session: the
+        // client's side starts afresh (a pose before the new
+        // AcknowledgeHandshake is caught).
         send(&mut o, 2000, false, 100, FLAG_OPEN, &[]);
-        send(&mut o, 2010, true, 20, 0, &[0; 10]);
+        send(&mut o, 2010, false, 120, 0, &[0; 16]);
         assert_eq!(o.violations().len(), 1);
+        assert_eq!(o.violations()[0].rule, "no_streaming_before_handshake");
     }
 
     /// The client's channel-open request at `at_ms` (trace time), carrying
