@@ -10,6 +10,7 @@ pub fn protocols() -> &'static [&'static dyn Protocol] {
         &streamlab_groupstream::sut::GroupStream,
         &streamlab_srt::sut::Srt,
         &streamlab_msp::sut::Msp,
+        &streamlab_teleport::sut::Teleport,
     ]
 }
 
