@@ -229,6 +229,9 @@ struct Expected {
     /// Comment fragments that must appear.
     notes: Vec<String>,
     checksum: ChecksumStatus,
+    /// A TCP segment (no UDP checksum; the protocol's dissector does not
+    /// apply).
+    tcp: bool,
 }
 
 fn check_capture(
@@ -254,6 +257,7 @@ fn check_capture(
                 origin,
                 notes,
                 verdict,
+                transport,
                 ..
             } => {
                 let mut frags = Vec::new();
@@ -284,6 +288,7 @@ fn check_capture(
                         bytes: bytes.clone(),
                         notes: frags,
                         checksum: ChecksumStatus::Good,
+                        tcp: transport.tcp().is_some(),
                     },
                 );
             }
@@ -293,6 +298,7 @@ fn check_capture(
                 dst,
                 bytes,
                 corruption,
+                transport,
                 ..
             } => {
                 let checksum = match corruption {
@@ -308,6 +314,7 @@ fn check_capture(
                         bytes: bytes.clone(),
                         notes: vec![format!("copy={copy} arrived")],
                         checksum,
+                        tcp: transport.tcp().is_some(),
                     },
                 );
             }
@@ -347,6 +354,27 @@ fn check_capture(
             exp.direction
         );
         assert_eq!(row.interface_name, exp.iface, "{at}: interface");
+        if exp.tcp {
+            // A TCP segment: the IPv4 header is ours and intact; UDP and
+            // the protocol's own dissector do not apply.
+            assert_eq!(
+                row.ip_checksum,
+                Some(ChecksumStatus::Good),
+                "{at}: IPv4 checksum"
+            );
+            assert_eq!(
+                row.udp_checksum, None,
+                "{at}: a TCP segment has no UDP checksum"
+            );
+            for n in &exp.notes {
+                assert!(
+                    row.comments.iter().any(|c| c.contains(n.as_str())),
+                    "{at}: comment {n:?} missing from {:?}",
+                    row.comments
+                );
+            }
+            continue;
+        }
         if exp.bytes.is_empty() {
             // Wireshark's UDP dissector hands no empty payload to any
             // subdissector: such a datagram shows as bare UDP, undecoded.
