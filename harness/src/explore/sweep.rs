@@ -33,6 +33,10 @@ pub struct Column {
     host: Option<String>,
     #[serde(skip)]
     stat: String,
+    /// Divided by the completion time: bits per second of a byte count
+    /// (goodput).
+    #[serde(skip)]
+    per_second: bool,
 }
 
 impl Column {
@@ -44,6 +48,18 @@ impl Column {
             role: Some(m.role.to_string()),
             host: None,
             stat: m.stat.to_string(),
+            per_second: false,
+        }
+    }
+
+    /// The goodput of a byte-count column: its bits over the run's
+    /// completion time.
+    pub fn goodput(&self) -> Column {
+        Column {
+            name: format!("{}_goodput", self.name),
+            unit: "bit/s".into(),
+            per_second: true,
+            ..self.clone()
         }
     }
 
@@ -64,10 +80,20 @@ impl Column {
             role: None,
             host: Some(host.to_string()),
             stat: stat.to_string(),
+            per_second: false,
         })
     }
 
-    fn read(&self, r: &RunReport) -> Option<f64> {
+    fn read(&self, r: &RunReport, completion_ms: Option<f64>) -> Option<f64> {
+        let v = self.raw(r)?;
+        if self.per_second {
+            let ms = completion_ms.filter(|ms| *ms > 0.0)?;
+            return Some(v * 8.0 * 1000.0 / ms);
+        }
+        Some(v)
+    }
+
+    fn raw(&self, r: &RunReport) -> Option<f64> {
         if let Some(h) = &self.host {
             return r.hosts.get(h).and_then(|h| stat(&h.stats, &self.stat));
         }
@@ -220,6 +246,13 @@ pub fn sweep(
         .map(Column::metric)
         .collect();
     columns.extend(extra.iter().cloned());
+    // Every byte count also as goodput over the completion time.
+    let rates: Vec<Column> = columns
+        .iter()
+        .filter(|c| c.unit == "bytes")
+        .map(Column::goodput)
+        .collect();
+    columns.extend(rates);
     // Every point must be a valid scenario: check before running any.
     let mut variants = Vec::new();
     for p in &points {
@@ -342,7 +375,7 @@ impl Row {
             passed: r.verdict == Verdict::Pass,
             failed: r.failures().map(|c| c.name.clone()).collect(),
             completion_ms,
-            values: columns.iter().map(|c| c.read(r)).collect(),
+            values: columns.iter().map(|c| c.read(r, completion_ms)).collect(),
         }
     }
 }

@@ -692,6 +692,12 @@ impl Protocol for Msp {
 
 const METRICS: &[Metric] = &[
     Metric {
+        name: "listener_bytes_delivered",
+        role: "listener",
+        stat: "bytes_delivered",
+        unit: "bytes",
+    },
+    Metric {
         name: "caller_messages_delivered",
         role: "caller",
         stat: "messages_delivered",
