@@ -322,6 +322,14 @@ pub fn main() -> ExitCode {
                 let codes: Vec<String> =
                     p.codes().iter().map(|(n, c)| format!("{c}={n}")).collect();
                 say!("  codes: {}", codes.join(", "));
+                let metrics: Vec<String> = p
+                    .metrics()
+                    .iter()
+                    .map(|m| format!("{} ({} {}, {})", m.name, m.role, m.stat, m.unit))
+                    .collect();
+                if !metrics.is_empty() {
+                    say!("  sweep metrics: {}", metrics.join(", "));
+                }
                 let d = match p.dissector() {
                     streamlab_core::sut::Dissector::Lua { file, proto } => {
                         format!("captures/{file} (decode as {proto})")
