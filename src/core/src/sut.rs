@@ -425,6 +425,33 @@ impl std::fmt::Display for Bound {
     }
 }
 
+/// Read a scenario's JSON `value` at `path` into a protocol's typed
+/// configuration: an error names the JSON path of the offending field
+/// (`$.hosts[1].role.client.config.frame_rate`) and says what is wrong in
+/// words ([`explain_value_error`]).
+///
+/// # Errors
+/// The value does not have `T`'s shape.
+pub fn typed<T: serde::de::DeserializeOwned>(
+    value: serde_json::Value,
+    path: &str,
+) -> Result<T, SpecError> {
+    serde_path_to_error::deserialize(value).map_err(|e| {
+        let sub = e.path().to_string();
+        let sub = if sub == "." {
+            String::new()
+        } else {
+            format!(".{sub}")
+        };
+        let msg = e.into_inner().to_string();
+        let msg = match msg.find(" at line ") {
+            Some(i) => &msg[..i],
+            None => &msg,
+        };
+        SpecError::at(format!("{path}{sub}"), explain_value_error(msg))
+    })
+}
+
 /// A clearer message for a serde error met while reading a JSON value into
 /// a typed configuration: integers out of range name the range, and
 /// strings such as `"NaN"` where a number is needed say why.

@@ -27,7 +27,7 @@ use serde::{Deserialize, Serialize};
 use streamlab_core::host::HostMachine;
 use streamlab_core::sut::{
     Classified, Dissector, HostCtx, HostDecl, Metric, Oracle, Plan, Protocol, ProtocolSchema,
-    RoleInfo, ScenarioDecl, SpecError, TsharkFields,
+    RoleInfo, ScenarioDecl, SpecError, TsharkFields, typed,
 };
 use streamlab_core::time::SimTime;
 
@@ -245,30 +245,6 @@ impl Plan for GsPlan {
         ports.dedup();
         ports
     }
-}
-
-/// Deserialize `value` strictly, errors at their JSON path under `path`.
-pub(crate) fn typed<T: serde::de::DeserializeOwned>(
-    value: serde_json::Value,
-    path: &str,
-) -> Result<T, SpecError> {
-    serde_path_to_error::deserialize(value).map_err(|e| {
-        let sub = e.path().to_string();
-        let sub = if sub == "." {
-            String::new()
-        } else {
-            format!(".{sub}")
-        };
-        let msg = e.into_inner().to_string();
-        let msg = match msg.find(" at line ") {
-            Some(i) => msg[..i].to_string(),
-            None => msg,
-        };
-        SpecError::at(
-            format!("{path}{sub}"),
-            streamlab_core::sut::explain_value_error(&msg),
-        )
-    })
 }
 
 /// The numeric stat paths of a stats object.

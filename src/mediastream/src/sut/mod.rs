@@ -29,7 +29,7 @@ use streamlab_core::host::{HostMachine, HostReport, OneSocket, Outcome as HostOu
 use streamlab_core::seed::named_rng;
 use streamlab_core::sut::{
     Bound, Dissector, HostCtx, HostDecl, Metric, Oracle, Plan, Protocol, ProtocolSchema, RoleInfo,
-    ScenarioDecl, SpecError, TsharkFields,
+    ScenarioDecl, SpecError, TsharkFields, typed,
 };
 use streamlab_core::time::SimTime;
 
@@ -355,33 +355,6 @@ fn role_config<T: serde::de::DeserializeOwned>(
     typed(merge(options, config), path)
         .map_err(|e| errs.push(e))
         .ok()
-}
-
-/// Deserialize `value` strictly, errors at their JSON path under `path`.
-pub(crate) fn typed<T: serde::de::DeserializeOwned>(
-    value: serde_json::Value,
-    path: &str,
-) -> Result<T, SpecError> {
-    serde_path_to_error::deserialize(value).map_err(|e| {
-        let sub = e.path().to_string();
-        let sub = if sub == "." {
-            String::new()
-        } else {
-            format!(".{sub}")
-        };
-        let msg = strip_position(&e.into_inner().to_string());
-        SpecError::at(
-            format!("{path}{sub}"),
-            streamlab_core::sut::explain_value_error(&msg),
-        )
-    })
-}
-
-fn strip_position(msg: &str) -> String {
-    match msg.find(" at line ") {
-        Some(i) => msg[..i].to_string(),
-        None => msg.to_string(),
-    }
 }
 
 /// Leaf paths of a stats object; by-name maps as `<map>.<name>` for every

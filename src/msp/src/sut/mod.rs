@@ -30,7 +30,7 @@ use serde::{Deserialize, Serialize};
 use streamlab_core::host::HostMachine;
 use streamlab_core::sut::{
     Classified, Dissector, HostCtx, Metric, Oracle, Plan, Protocol, ProtocolSchema, RoleInfo,
-    ScenarioDecl, SpecError, TsharkFields,
+    ScenarioDecl, SpecError, TsharkFields, typed,
 };
 use streamlab_core::time::SimTime;
 
@@ -337,30 +337,6 @@ pub fn caller_port(seed: u64, host: &str, incarnation: u32) -> u16 {
     use rand::Rng;
     let mut rng = streamlab_core::seed::named_rng(seed, &format!("msp:port:{host}:{incarnation}"));
     rng.random_range(49152..=65535)
-}
-
-/// Deserialize `value` strictly, errors at their JSON path under `path`.
-pub(crate) fn typed<T: serde::de::DeserializeOwned>(
-    value: serde_json::Value,
-    path: &str,
-) -> Result<T, SpecError> {
-    serde_path_to_error::deserialize(value).map_err(|e| {
-        let sub = e.path().to_string();
-        let sub = if sub == "." {
-            String::new()
-        } else {
-            format!(".{sub}")
-        };
-        let msg = e.into_inner().to_string();
-        let msg = match msg.find(" at line ") {
-            Some(i) => msg[..i].to_string(),
-            None => msg,
-        };
-        SpecError::at(
-            format!("{path}{sub}"),
-            streamlab_core::sut::explain_value_error(&msg),
-        )
-    })
 }
 
 fn check_workload(w: &Workload, path: &str, errs: &mut Vec<SpecError>) {

@@ -29,7 +29,7 @@ use streamlab_core::host::{HostMachine, HostReport, OneSocket, Outcome, Reportin
 use streamlab_core::seed::named_rng;
 use streamlab_core::sut::{
     Bound, Classified, Dissector, HostCtx, HostDecl, Metric, Oracle, Plan, Protocol,
-    ProtocolSchema, RoleInfo, ScenarioDecl, SpecError, TsharkFields,
+    ProtocolSchema, RoleInfo, ScenarioDecl, SpecError, TsharkFields, typed,
 };
 use streamlab_core::time::SimTime;
 
@@ -429,30 +429,6 @@ impl Plan for SrtPlan {
         ports.dedup();
         ports
     }
-}
-
-/// Deserialize `value` strictly, errors at their JSON path under `path`.
-fn typed<T: serde::de::DeserializeOwned>(
-    value: serde_json::Value,
-    path: &str,
-) -> Result<T, SpecError> {
-    serde_path_to_error::deserialize(value).map_err(|e| {
-        let sub = e.path().to_string();
-        let sub = if sub == "." {
-            String::new()
-        } else {
-            format!(".{sub}")
-        };
-        let msg = e.into_inner().to_string();
-        let msg = match msg.find(" at line ") {
-            Some(i) => msg[..i].to_string(),
-            None => msg,
-        };
-        SpecError::at(
-            format!("{path}{sub}"),
-            streamlab_core::sut::explain_value_error(&msg),
-        )
-    })
 }
 
 fn resolve(options: &Options, own: &Options, path: &str, errs: &mut Vec<SpecError>) -> Config {
