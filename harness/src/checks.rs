@@ -6,7 +6,7 @@ use serde::Serialize;
 
 use crate::observe::TracePosition;
 use crate::runner::{HostResult, RunOutput};
-use crate::scenario::{Bound, Loaded, OutcomeKind};
+use crate::scenario::{Bound, InvariantExpect, Loaded, OutcomeKind};
 
 /// One evaluated check.
 #[derive(Clone, Debug, PartialEq, Serialize)]
@@ -259,6 +259,18 @@ pub fn evaluate(loaded: &Loaded, out: &RunOutput) -> Vec<CheckResult> {
             unbalanced.join("; ")
         },
     ));
+
+    // Invariants the scenario breaks on purpose must fire.
+    for (name, want) in &loaded.scenario.expect.invariants {
+        if *want != InvariantExpect::Fails {
+            continue;
+        }
+        let id = format!("invariant.{name}");
+        if let Some(c) = checks.iter_mut().find(|c| c.name == id) {
+            c.passed = !c.passed;
+            c.expected = format!("fails (expect.invariants): {}", c.expected);
+        }
+    }
 
     // Expectations.
     for (name, he) in &loaded.scenario.expect.hosts {

@@ -95,7 +95,12 @@ pub(crate) async fn run_injector(
                 let w = slot.len().min(8);
                 slot[..w].copy_from_slice(&v[8 - w..]);
             }
-            sock.send_as(&bytes, src, dst, crate::trace::Origin::injected(index));
+            let origin = if d.impersonate {
+                crate::trace::Origin::impersonated(index)
+            } else {
+                crate::trace::Origin::injected(index)
+            };
+            sock.send_as(&bytes, src, dst, origin);
             if gap > 0 && k + 1 < count {
                 tokio::time::sleep(Duration::from_micros(gap)).await;
             }

@@ -147,11 +147,12 @@ impl Observer {
             } => {
                 self.count(CountPoint::Sent, src, dst, bytes);
                 self.sequence(src, dst, bytes);
-                // Only what the protocol software itself sent can break its
-                // rules: injections and rule-made copies are the scenario's.
+                // Only what the protocol software itself sent (or an
+                // injection impersonating it) can break its rules: other
+                // injections and rule-made copies are the scenario's.
                 let by = match origin {
-                    Origin::Application => Sender::Application,
-                    _ => Sender::Scenario,
+                    Origin::Application | Origin::Impersonated { .. } => Sender::Application,
+                    Origin::Injected { .. } => Sender::Scenario,
                 };
                 self.oracle.observe(
                     &WireEvent::Sent {

@@ -381,6 +381,12 @@ pub struct InjectDatagram {
     /// Repeat as a flood.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub flood: Option<Flood>,
+    /// Count the datagram as sent by the `from` host's protocol software,
+    /// not by the scenario: the invariants then judge that host by it. This
+    /// plays a misbehaving peer, to show an invariant catches it (pair with
+    /// `expect.invariants`); by default injections are never a host's fault.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub impersonate: bool,
 }
 
 /// How a host's protocol run must end.
@@ -488,6 +494,14 @@ pub struct Expect {
     /// Frame sequences between two hosts.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub sequence: Vec<SequenceExpect>,
+    /// Invariants, by name (the protocol's and the harness's, as
+    /// `streamlab protocols` lists them), that this scenario makes fire on
+    /// purpose: `"fails"` turns the invariant's check around, so the run
+    /// passes only if the invariant caught what the scenario did (a peer
+    /// impersonated by `inject.datagrams[].impersonate`, damage the protocol
+    /// cannot detect). `"holds"` is the default every invariant already has.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub invariants: BTreeMap<String, InvariantExpect>,
     /// Expectations that hold under any faults: the ones `streamlab swarm`
     /// judges its randomized fault plans by (besides the invariants), in
     /// place of the ones above, which describe this scenario's own faults.
@@ -495,6 +509,16 @@ pub struct Expect {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(with = "Option<serde_json::Value>")]
     pub under_faults: Option<Box<Expect>>,
+}
+
+/// What a scenario expects of one invariant.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum InvariantExpect {
+    /// It holds (every invariant's default).
+    Holds,
+    /// The scenario breaks it on purpose: it must fire.
+    Fails,
 }
 
 /// The frames sent between two hosts, in send order, as sent (before any
@@ -1548,6 +1572,27 @@ fn validate_one(
                     format!(
                         "no link statistic named {path:?}; names are: {}",
                         crate::linkstats::link_stat_names().join(", ")
+                    ),
+                ));
+            }
+        }
+    }
+    if let Some(plan) = &plan {
+        let oracle = plan.oracle(&[]);
+        let known: Vec<&str> = oracle
+            .invariants()
+            .iter()
+            .chain(crate::checks::HARNESS_INVARIANTS)
+            .map(|(n, _)| *n)
+            .collect();
+        for name in s.expect.invariants.keys() {
+            if !known.contains(&name.as_str()) {
+                errs.push(ScenarioError::at(
+                    format!("$.expect.invariants.{name}"),
+                    format!(
+                        "no invariant named {name:?}; {}'s invariants are: {}",
+                        protocol.name(),
+                        known.join(", ")
                     ),
                 ));
             }

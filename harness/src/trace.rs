@@ -30,6 +30,12 @@ pub enum Origin {
         /// Which entry, e.g. `inject[2]`.
         rule: String,
     },
+    /// A scenario `inject` entry marked `impersonate`: counted as sent by
+    /// the source host's protocol software, which the invariants judge.
+    Impersonated {
+        /// Which entry, e.g. `inject.datagrams[2]`.
+        rule: String,
+    },
 }
 
 /// Which transport protocol a copy carries, and for TCP its header fields.
@@ -203,6 +209,14 @@ impl Origin {
             rule: format!("inject.datagrams[{index}]"),
         }
     }
+
+    /// The origin of `inject.datagrams[index]` when it impersonates its
+    /// host's software.
+    pub fn impersonated(index: usize) -> Origin {
+        Origin::Impersonated {
+            rule: format!("inject.datagrams[{index}]"),
+        }
+    }
 }
 
 /// One record of the trace.
@@ -347,6 +361,10 @@ impl TraceEvent {
                     Origin::Application => out(&[0]),
                     Origin::Injected { rule } => {
                         out(&[1]);
+                        bytes(out, rule.as_bytes());
+                    }
+                    Origin::Impersonated { rule } => {
+                        out(&[2]);
                         bytes(out, rule.as_bytes());
                     }
                 }

@@ -274,7 +274,10 @@ fn check_capture(
                         frags.push(format!("copy={copy} duplicate"));
                     }
                 }
-                if matches!(origin, Origin::Injected { .. }) {
+                if matches!(
+                    origin,
+                    Origin::Injected { .. } | Origin::Impersonated { .. }
+                ) {
                     frags.push("origin: injected".into());
                 }
                 if !notes.is_empty() {

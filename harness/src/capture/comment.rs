@@ -96,6 +96,9 @@ pub(crate) fn provenance(pkt: u64, origin: &Origin, notes: &[String]) -> Vec<Str
         Origin::Injected { rule } => out.push(format!(
             "streamlab: pkt={pkt} origin: injected by scenario {rule}"
         )),
+        Origin::Impersonated { rule } => out.push(format!(
+            "streamlab: pkt={pkt} origin: injected by scenario {rule}, impersonating the host's software"
+        )),
         // Origins added to the trace later: named by their debug form.
         #[allow(unreachable_patterns)]
         other => out.push(format!(

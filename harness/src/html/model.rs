@@ -278,7 +278,9 @@ impl Ladder {
                         kind,
                         label,
                         injected: match origin {
-                            Origin::Injected { rule } => Some(rule.clone()),
+                            Origin::Injected { rule } | Origin::Impersonated { rule } => {
+                                Some(rule.clone())
+                            }
                             _ => None,
                         },
                         notes: notes.clone(),

@@ -137,12 +137,6 @@ pub struct HostExpect {
     /// (`closed`, `timeout`, `stopped`, `stopped_locally`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub results: Option<Vec<String>>,
-    /// Always-on invariants this scenario shows failing, on purpose (e.g.
-    /// damaged bytes MDP's authenticated encryption would have caught):
-    /// each listed invariant must fire in the run, and its violations do
-    /// not fail the run (docs/msp.md §10).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub expected_violations: Option<Vec<String>>,
 }
 
 /// A structured frame to inject.
@@ -208,7 +202,6 @@ impl MspRole {
 struct MspPlan {
     roles: Vec<MspRole>,
     names: Vec<String>,
-    expected: BTreeMap<usize, Vec<&'static str>>,
 }
 
 impl Plan for MspPlan {
@@ -305,12 +298,7 @@ impl Plan for MspPlan {
     }
 
     fn oracle(&self, addrs: &[Ipv4Addr]) -> Box<dyn Oracle> {
-        Box::new(oracle::MspOracle::new(
-            &self.roles,
-            &self.names,
-            addrs,
-            self.expected.clone(),
-        ))
+        Box::new(oracle::MspOracle::new(&self.roles, &self.names, addrs))
     }
 
     fn ports(&self) -> Vec<u16> {
@@ -563,13 +551,9 @@ impl Protocol for Msp {
             errs.push(e);
         }
         let roles = Self::compile_roles(sc, &mut errs);
-        let mut expected = BTreeMap::new();
         for (name, extra) in &sc.host_expect {
             let p = format!("$.expect.hosts.{name}");
-            let Some(i) = sc.host_index(name) else {
-                continue;
-            };
-            if extra.is_empty() {
+            if sc.host_index(name).is_none() || extra.is_empty() {
                 continue;
             }
             match typed::<HostExpect>(serde_json::Value::Object(extra.clone()), &p) {
@@ -585,26 +569,6 @@ impl Protocol for Msp {
                             ));
                         }
                     }
-                    let mut rules = Vec::new();
-                    for (k, r) in he.expected_violations.iter().flatten().enumerate() {
-                        match INVARIANTS.iter().find(|(n, _)| n == r) {
-                            Some((n, _)) => rules.push(*n),
-                            None => errs.push(SpecError::at(
-                                format!("{p}.expected_violations[{k}]"),
-                                format!(
-                                    "{r:?} is no MSP invariant ({})",
-                                    INVARIANTS
-                                        .iter()
-                                        .map(|(n, _)| *n)
-                                        .collect::<Vec<_>>()
-                                        .join(", ")
-                                ),
-                            )),
-                        }
-                    }
-                    if !rules.is_empty() {
-                        expected.insert(i, rules);
-                    }
                 }
                 Err(e) => errs.push(e),
             }
@@ -613,7 +577,6 @@ impl Protocol for Msp {
             Ok(Box::new(MspPlan {
                 roles,
                 names: sc.hosts.iter().map(|h| h.name.to_string()).collect(),
-                expected,
             }))
         } else {
             Err(errs)

@@ -165,20 +165,12 @@ pub(crate) struct MspOracle {
     known: BTreeSet<(SocketAddrV4, SocketAddrV4)>,
     /// STOP replies owed: (listener, peer) → since, µs.
     owed: BTreeMap<(SocketAddrV4, SocketAddrV4), u64>,
-    expected: BTreeMap<usize, Vec<&'static str>>,
     violations: Vec<Violation>,
-    /// Violations of invariants a scenario expects to fail.
-    expected_seen: Vec<Violation>,
     per_rule: BTreeMap<&'static str, usize>,
 }
 
 impl MspOracle {
-    pub(crate) fn new(
-        roles: &[MspRole],
-        names: &[String],
-        addrs: &[Ipv4Addr],
-        expected: BTreeMap<usize, Vec<&'static str>>,
-    ) -> Self {
+    pub(crate) fn new(roles: &[MspRole], names: &[String], addrs: &[Ipv4Addr]) -> Self {
         let mut listeners = BTreeMap::new();
         for (i, r) in roles.iter().enumerate() {
             if let (MspRole::Listener { port, .. }, Some(ip)) = (r, addrs.get(i)) {
@@ -193,9 +185,7 @@ impl MspOracle {
             flows: BTreeMap::new(),
             known: BTreeSet::new(),
             owed: BTreeMap::new(),
-            expected,
             violations: Vec::new(),
-            expected_seen: Vec::new(),
             per_rule: BTreeMap::new(),
         }
     }
@@ -216,12 +206,6 @@ impl MspOracle {
             message,
             position,
         };
-        if self.expected.values().flatten().any(|r| *r == rule) {
-            if self.expected_seen.len() < MAX_PER_RULE * INVARIANTS.len() {
-                self.expected_seen.push(v);
-            }
-            return;
-        }
         let n = self.per_rule.entry(rule).or_default();
         *n += 1;
         if *n <= MAX_PER_RULE {
@@ -647,7 +631,7 @@ impl Oracle for MspOracle {
 
     fn check_host(
         &self,
-        host: usize,
+        _host: usize,
         expect: &serde_json::Map<String, serde_json::Value>,
         report: &HostReport,
     ) -> Vec<Check> {
@@ -674,22 +658,6 @@ impl Oracle for MspOracle {
                 observed: format!("{got:?}"),
             });
         }
-        let _ = host;
-        for rule in he.expected_violations.iter().flatten() {
-            let seen: Vec<&Violation> = self
-                .expected_seen
-                .iter()
-                .filter(|v| v.rule == rule.as_str())
-                .collect();
-            out.push(Check {
-                name: format!("expected_violations.{rule}"),
-                passed: !seen.is_empty(),
-                expected: format!("invariant {rule} fires"),
-                observed: seen
-                    .first()
-                    .map_or_else(|| "it held".to_string(), |v| v.message.clone()),
-            });
-        }
         out
     }
 }
@@ -712,7 +680,7 @@ mod tests {
         }
     }
 
-    fn oracle(expected: BTreeMap<usize, Vec<&'static str>>) -> MspOracle {
+    fn oracle() -> MspOracle {
         let roles = vec![
             MspRole::Listener {
                 port: 4000,
@@ -727,12 +695,7 @@ mod tests {
                 workload: wl(3),
             },
         ];
-        MspOracle::new(
-            &roles,
-            &["listener".into(), "caller".into()],
-            &[L, C],
-            expected,
-        )
+        MspOracle::new(&roles, &["listener".into(), "caller".into()], &[L, C])
     }
 
     fn l() -> SocketAddrV4 {
@@ -750,10 +713,7 @@ mod tests {
 
     impl Feed {
         fn new() -> Self {
-            Feed {
-                o: oracle(BTreeMap::new()),
-                n: 0,
-            }
+            Feed { o: oracle(), n: 0 }
         }
         fn pos(&mut self, ms: u64) -> TracePosition {
             self.n += 1;
@@ -940,7 +900,7 @@ mod tests {
             (vec![msgs[0].clone(), msgs[0].clone()], false),
             (vec![msgs[0].iter().map(|b| b ^ 1).collect()], false),
         ] {
-            let mut o = oracle(BTreeMap::new());
+            let mut o = oracle();
             let rec = sink_record("10.0.0.2:49152", "caller", &delivered);
             o.finish(
                 &[report(1, "10.0.0.1:4000", rec), HostReport::default()],
@@ -964,7 +924,7 @@ mod tests {
         let msgs = caller_messages();
         let mut rec = sink_record("10.0.0.2:49152", "caller", &msgs[..2]);
         rec.result = Some("closed".into());
-        let mut o = oracle(BTreeMap::new());
+        let mut o = oracle();
         o.finish(
             &[report(1, "10.0.0.1:4000", rec), HostReport::default()],
             at,
@@ -999,31 +959,5 @@ mod tests {
             };
             assert_eq!(f.rules(), want, "{end_ms} ms");
         }
-    }
-
-    #[test]
-    fn expected_violations_become_expectations() {
-        let mut o = oracle(BTreeMap::from([(0, vec!["window_respected"])]));
-        let mut f = Feed { o, n: 0 };
-        for seq in 0..6 {
-            f.both(0, c(), l(), &data(FLAG_FIRST, 0xffff, seq));
-        }
-        o = f.o;
-        assert!(o.violations().is_empty());
-        let expect = serde_json::json!({ "expected_violations": ["window_respected"] });
-        let checks = o.check_host(
-            0,
-            expect.as_object().unwrap_or(&serde_json::Map::new()),
-            &HostReport::default(),
-        );
-        assert_eq!(checks.len(), 1);
-        assert!(checks[0].passed, "{checks:?}");
-        let fresh = oracle(BTreeMap::from([(0, vec!["window_respected"])]));
-        let checks = fresh.check_host(
-            0,
-            expect.as_object().unwrap_or(&serde_json::Map::new()),
-            &HostReport::default(),
-        );
-        assert!(!checks[0].passed);
     }
 }
