@@ -245,15 +245,19 @@ impl<H: HostMachine, N: Net> HostDriver<H, N> {
         mut observe: impl FnMut(SimTime, String),
     ) -> Result<(), DriverError> {
         let mut fired_without_waiting = false;
+        let mut guard = SpinGuard::default();
         loop {
             let now = self.now();
             self.flush(now, &mut observe).await?;
             if self.machine.is_finished() {
                 return Ok(());
             }
-            if !fired_without_waiting && self.machine.poll_timeout().is_some_and(|t| t <= now) {
+            if !fired_without_waiting
+                && let Some(due) = self.machine.poll_timeout().filter(|t| *t <= now)
+            {
                 fired_without_waiting = true;
                 self.machine.handle_timeout(now);
+                guard.fired(due, self.machine.poll_timeout(), now)?;
                 continue;
             }
             fired_without_waiting = false;
@@ -405,7 +409,11 @@ impl<H: HostMachine, N: Net> HostDriver<H, N> {
                 }
                 None => {
                     if deadline.is_some_and(|d| Instant::now() >= d) {
+                        let due = self.machine.poll_timeout();
                         self.machine.handle_timeout(now);
+                        if let Some(due) = due {
+                            guard.fired(due, self.machine.poll_timeout(), now)?;
+                        }
                     }
                 }
             }
@@ -611,6 +619,64 @@ pub enum DriverError {
     /// ICMP port-unreachable here as `ConnectionRefused`).
     #[error("receiving failed: {0}")]
     Recv(#[source] io::Error),
+    /// The machine kept reporting the same timer as due and handling it
+    /// changed nothing: driving it further would spin without end.
+    #[error(
+        "the machine is stuck: its timer at {timer} stayed due after {times} consecutive handle_timeout calls at {now}"
+    )]
+    Stuck {
+        /// The timer the machine keeps reporting.
+        timer: SimTime,
+        /// When the driver gave up.
+        now: SimTime,
+        /// How many times in a row it was handled without moving.
+        times: u32,
+    },
+}
+
+/// Catches a machine that reports a timer as due, is told it fired, and
+/// reports the very same due timer again, forever: the drivers would spin
+/// inside one instant (in a simulation, without time ever advancing).
+#[derive(Debug, Default)]
+struct SpinGuard {
+    /// The due timer of the last firing that left it in place, and how many
+    /// firings in a row did so.
+    stuck: Option<(SimTime, u32)>,
+}
+
+impl SpinGuard {
+    /// Consecutive firings that leave the same due timer in place before
+    /// the driver gives up. A machine that acts on its timer moves it (or
+    /// clears it); one that needs a few rounds to drain work does so long
+    /// before this.
+    const LIMIT: u32 = 10_000;
+
+    /// `before` was due at `now` and was handled; `after` is what the
+    /// machine reports now.
+    fn fired(
+        &mut self,
+        before: SimTime,
+        after: Option<SimTime>,
+        now: SimTime,
+    ) -> Result<(), DriverError> {
+        if after != Some(before) || before > now {
+            self.stuck = None;
+            return Ok(());
+        }
+        let times = match self.stuck {
+            Some((t, n)) if t == before => n + 1,
+            _ => 1,
+        };
+        self.stuck = Some((before, times));
+        if times >= Self::LIMIT {
+            return Err(DriverError::Stuck {
+                timer: before,
+                now,
+                times,
+            });
+        }
+        Ok(())
+    }
 }
 
 /// Runs one machine over one socket.
@@ -683,6 +749,7 @@ impl<M: Machine, S: DatagramSocket> Driver<M, S> {
     ) -> Result<(), DriverError> {
         let mut next_status = self.status_every.map(|every| self.start + every);
         let mut fired_without_waiting = false;
+        let mut guard = SpinGuard::default();
         loop {
             let now = self.now();
             self.flush(now, &mut observe).await?;
@@ -692,9 +759,12 @@ impl<M: Machine, S: DatagramSocket> Driver<M, S> {
             // Due timers go first: a socket that always has a datagram ready
             // (a flood) must not starve pacing and retransmission. Once per
             // turn, so a timer that stays due still lets the runtime breathe.
-            if !fired_without_waiting && self.machine.poll_timeout().is_some_and(|t| t <= now) {
+            if !fired_without_waiting
+                && let Some(due) = self.machine.poll_timeout().filter(|t| *t <= now)
+            {
                 fired_without_waiting = true;
                 self.machine.handle_timeout(now);
+                guard.fired(due, self.machine.poll_timeout(), now)?;
                 continue;
             }
             fired_without_waiting = false;
@@ -717,7 +787,11 @@ impl<M: Machine, S: DatagramSocket> Driver<M, S> {
                 Some(Err(e)) => return Err(DriverError::Recv(e)),
                 None => {
                     if deadline.is_some_and(|d| Instant::now() >= d) {
+                        let due = self.machine.poll_timeout();
                         self.machine.handle_timeout(now);
+                        if let Some(due) = due {
+                            guard.fired(due, self.machine.poll_timeout(), now)?;
+                        }
                     }
                     if let (Some(at), Some(every)) = (next_status, self.status_every)
                         && Instant::now() >= at

@@ -192,7 +192,10 @@ pub trait HostMachine {
     /// (at least [`crate::machine::MAX_DATAGRAM_SIZE`] bytes).
     fn poll_output(&mut self, now: SimTime, buf: &mut [u8]) -> Option<Output>;
 
-    /// When the machine next needs [`HostMachine::handle_timeout`].
+    /// When the machine next needs [`HostMachine::handle_timeout`]. Handling
+    /// a due timer must move or clear it: a timer that stays due, unchanged,
+    /// through 10,000 firings in a row stops the driver with
+    /// [`crate::driver::DriverError::Stuck`] instead of spinning.
     fn poll_timeout(&self) -> Option<SimTime>;
 
     /// The next event, rendered for logs and reports.

@@ -46,7 +46,8 @@ pub trait Machine {
     fn poll_transmit(&mut self, now: SimTime, buf: &mut [u8]) -> Option<Transmit>;
 
     /// When the machine next needs [`Machine::handle_timeout`]; `None` when no
-    /// timer is armed.
+    /// timer is armed. Handling a due timer must move or clear it (see
+    /// [`crate::driver::DriverError::Stuck`]).
     #[must_use]
     fn poll_timeout(&self) -> Option<SimTime>;
 

@@ -5,7 +5,7 @@
 
 use std::net::{IpAddr, Ipv4Addr};
 
-use streamlab_core::driver::{HostDriver, TokioNet};
+use streamlab_core::driver::{DriverError, HostDriver, TokioNet};
 use streamlab_core::host::{HostMachine, HostReport, Input, Outcome, Output, SocketId};
 use streamlab_core::time::SimTime;
 
@@ -153,4 +153,51 @@ async fn a_host_machine_echoes_over_real_tcp_and_binds_udp() {
     assert!(m.udp_bound);
     assert_eq!(m.outcome, Some(Outcome::Completed), "{:?}", m.events);
     assert_eq!(m.received.len(), SIZE);
+}
+
+/// A broken machine: its timer at 5 ms stays due whatever it is told, and
+/// it never finishes. Handling that timer sends nothing and changes nothing.
+struct StaleTimer {
+    fired: u32,
+}
+
+impl HostMachine for StaleTimer {
+    fn handle(&mut self, _now: SimTime, _input: Input<'_>) {}
+    fn handle_timeout(&mut self, _now: SimTime) {
+        self.fired += 1;
+    }
+    fn poll_output(&mut self, _now: SimTime, _buf: &mut [u8]) -> Option<Output> {
+        None
+    }
+    fn poll_timeout(&self) -> Option<SimTime> {
+        Some(SimTime::from_millis(5))
+    }
+    fn poll_event(&mut self) -> Option<String> {
+        None
+    }
+    fn is_finished(&self) -> bool {
+        false
+    }
+    fn report(&self) -> HostReport {
+        HostReport::default()
+    }
+}
+
+#[tokio::test]
+async fn a_machine_stuck_on_a_due_timer_stops_the_driver_with_an_error() {
+    let net = TokioNet {
+        ip: IpAddr::V4(Ipv4Addr::LOCALHOST),
+    };
+    let mut driver = HostDriver::new(StaleTimer { fired: 0 }, net);
+    let err = tokio::time::timeout(std::time::Duration::from_secs(20), driver.run(|_, _| {}))
+        .await
+        .expect("the driver gives up instead of spinning")
+        .expect_err("a stuck machine is an error");
+    let text = err.to_string();
+    assert!(
+        matches!(err, DriverError::Stuck { timer, times, .. } if timer == SimTime::from_millis(5) && times == 10_000),
+        "{text}"
+    );
+    assert!(text.contains("stuck"), "{text}");
+    assert_eq!(driver.machine().fired, 10_000);
 }
