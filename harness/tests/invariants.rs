@@ -94,3 +94,97 @@ fn healthy_run_checks_every_invariant() {
         );
     }
 }
+
+const SPOOF: &str = r#"{
+  "name": "spoofed_data",
+  "seed": 1,
+  "duration_ms": 6000,
+  "protocol": "mediastream", "options": { "bits_per_second": 200000, "frame_rate": 10, "stream_length_s": 1 },
+  "hosts": [ { "name": "server", "role": { "server": {} } }, { "name": "client", "role": { "client": { "target": "server", "start_ms": 5 } } } ],
+  "inject": { "datagrams": [ { "at_ms": 10, "from": "server", "from_port": 4444, "to": "client", "to_port": 49152,
+                               "frame": { "kind": "DATA", "stream_id": 42, "sequence": 1 } IMPERSONATE } ] },
+  "expect": { EXPECT "hosts": { "client": { "outcome": "completed" } } }
+}"#;
+
+fn spoof(impersonate: bool, expect: &str) -> String {
+    SPOOF
+        .replace(
+            "IMPERSONATE",
+            if impersonate {
+                r#", "impersonate": true"#
+            } else {
+                ""
+            },
+        )
+        .replace("EXPECT", expect)
+}
+
+/// The same forged DATA, now impersonating the server's software: the
+/// responder is blamed, by the invariant that names DATA before
+/// START_CONFIRM, at the injected datagram's trace position; the capture
+/// comment says whose doing it was.
+#[test]
+fn an_impersonating_injection_is_judged_as_the_host_software() {
+    let r = run_text(&spoof(true, ""));
+    assert_eq!(r.verdict, Verdict::Fail);
+    let c = failed(&r, "invariant.no_data_before_start_confirm");
+    assert!(c.observed.contains("192.168.0.1:4444"), "{}", c.observed);
+    assert!(c.position.is_some());
+    let failing: Vec<&str> = r
+        .checks
+        .iter()
+        .filter(|c| !c.passed)
+        .map(|c| c.name.as_str())
+        .collect();
+    assert_eq!(failing, ["invariant.no_data_before_start_confirm"]);
+}
+
+/// `expect.invariants.<name>: "fails"` turns the check around: the run
+/// passes when the invariant fired, and fails, saying so, when it held.
+#[test]
+fn expecting_an_invariant_to_fail_passes_only_when_it_fires() {
+    let want = r#""invariants": { "no_data_before_start_confirm": "fails" },"#;
+    let r = run_text(&spoof(true, want));
+    assert_eq!(r.verdict, Verdict::Pass, "{}", r.failure_text());
+    let c = r
+        .checks
+        .iter()
+        .find(|c| c.name == "invariant.no_data_before_start_confirm")
+        .expect("the check is reported");
+    assert!(c.passed && c.expected.starts_with("fails"), "{c:?}");
+    assert!(c.observed.contains("before any START_CONFIRM"), "{c:?}");
+
+    let r = run_text(&spoof(false, want));
+    let c = failed(&r, "invariant.no_data_before_start_confirm");
+    assert_eq!(c.observed, "held");
+    assert_eq!(r.verdict, Verdict::Fail);
+
+    // "holds" is every invariant's default.
+    let holds = r#""invariants": { "no_data_before_start_confirm": "holds" },"#;
+    assert_eq!(run_text(&spoof(false, holds)).verdict, Verdict::Pass);
+}
+
+/// An invariant name the protocol does not have is refused at its path,
+/// with the names it does have.
+#[test]
+fn an_unknown_invariant_name_is_refused() {
+    let text = spoof(
+        false,
+        r#""invariants": { "no_data_before_start": "fails" },"#,
+    );
+    let errs = match parse(&text, "inline.json") {
+        Ok(_) => panic!("accepted an unknown invariant"),
+        Err(e) => e,
+    };
+    assert_eq!(errs.len(), 1, "{errs:?}");
+    assert_eq!(errs[0].path, "$.expect.invariants.no_data_before_start");
+    assert!(
+        errs[0].message.contains("no_data_before_start_confirm")
+            && errs[0].message.contains("link_accounting"),
+        "{}",
+        errs[0].message
+    );
+    let text = spoof(false, r#""invariants": { "no_stall": "maybe" },"#);
+    let errs = parse(&text, "inline.json").err().expect("refused");
+    assert!(errs[0].path.starts_with("$.expect.invariants"), "{errs:?}");
+}
