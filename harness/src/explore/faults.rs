@@ -884,6 +884,44 @@ fn pair(hosts: &[String], rng: &mut rand_chacha::ChaCha20Rng) -> (String, String
     (hosts[a].clone(), hosts[b].clone())
 }
 
+/// The windows the scenario's own timeline opens, keyed as [`apply`] keys
+/// its faults' windows: `host H` from a crash to the host's next restart,
+/// `path [a, b]` from a partition or hold to the next repair or release of
+/// that path (or to the end of time when none follows).
+fn base_windows(base: &Value) -> Vec<(String, u64, u64)> {
+    let mut entries: Vec<(u64, &str, String)> = Vec::new();
+    for e in base["timeline"].as_array().into_iter().flatten() {
+        let at = e["at_ms"].as_u64().unwrap_or(0);
+        for verb in ["crash", "restart"] {
+            if let Some(h) = e[verb]["host"].as_str() {
+                entries.push((at, verb, format!("host {h}")));
+            }
+        }
+        for verb in ["partition", "repair", "hold", "release"] {
+            if let (Some(a), Some(b)) = (e[verb]["from"].as_str(), e[verb]["to"].as_str()) {
+                let mut key = [a, b];
+                key.sort_unstable();
+                entries.push((at, verb, format!("path {key:?}")));
+            }
+        }
+    }
+    entries.sort();
+    let mut out = Vec::new();
+    for (i, (at, verb, key)) in entries.iter().enumerate() {
+        let closer: &[&str] = match *verb {
+            "crash" => &["restart"],
+            "partition" | "hold" => &["repair", "release"],
+            _ => continue,
+        };
+        let until = entries[i + 1..]
+            .iter()
+            .find(|(_, v, k)| k == key && closer.contains(v))
+            .map_or(u64::MAX, |(t, _, _)| *t);
+        out.push((key.clone(), *at, until));
+    }
+    out
+}
+
 /// The scenario `base` (file JSON) with `faults` written into it: link
 /// faults merged into the configuration each direction had (a new `links`
 /// entry per touched direction, which overrides earlier ones), timeline
@@ -897,7 +935,10 @@ pub fn apply(base: &Value, faults: &[Fault]) -> Value {
     // Windows (crash → restart, partition → repair, hold → release) of one
     // host or path may not overlap: a later one that would is left out, so
     // that every plan (and every step of a shrink) is a valid scenario.
-    let mut busy: Vec<(String, u64, u64)> = Vec::new();
+    // The scenario's own windows count too: a random crash of a host the
+    // scenario already crashed (or a partition of a path it partitions)
+    // would make no valid scenario.
+    let mut busy: Vec<(String, u64, u64)> = base_windows(base);
     let mut free = |key: String, from: u64, until: u64| {
         if busy
             .iter()
@@ -1249,6 +1290,39 @@ mod tests {
                 .contains("unknown fault class")
         );
         assert!(Classes::select(&["loss".into()], &["loss".into()]).is_err());
+    }
+
+    #[test]
+    fn faults_never_overlap_the_scenarios_own_windows() {
+        let base = json!({
+            "timeline": [
+                {"at_ms": 500, "crash": {"host": "server"}},
+                {"at_ms": 900, "restart": {"host": "server"}},
+                {"at_ms": 2000, "hold": {"from": "server", "to": "client"}}
+            ]
+        });
+        let crash = |at_ms| Fault::Crash {
+            host: "server".into(),
+            at_ms,
+            restart_after_ms: 100,
+        };
+        let part = |at_ms| Fault::Partition {
+            from: "client".into(),
+            to: "server".into(),
+            at_ms,
+            for_ms: 50,
+            oneway: false,
+        };
+        let count = |faults: &[Fault]| {
+            apply(&base, faults)["timeline"]
+                .as_array()
+                .map_or(0, Vec::len)
+        };
+        assert_eq!(count(&[crash(450)]), 3, "overlaps the scenario's crash");
+        assert_eq!(count(&[crash(850)]), 3, "starts inside it");
+        assert_eq!(count(&[crash(1000)]), 5, "after the restart: kept");
+        assert_eq!(count(&[part(100)]), 5, "before the scenario's hold: kept");
+        assert_eq!(count(&[part(5000)]), 3, "the hold is never released");
     }
 
     #[test]
