@@ -147,7 +147,7 @@ fn swarm_finds_and_shrinks_an_srt_sender_whose_retransmissions_lose_their_flag()
     find_and_shrink_in(
         &UNFLAGGED_RETRANSMISSIONS,
         "UnflaggedRetransmissions",
-        &scenario("srt/clean.json"),
+        &scenario("srt/happy_path.json"),
         300,
         "retransmission_flagged",
     );

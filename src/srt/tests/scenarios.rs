@@ -55,7 +55,7 @@ fn simulated_capture_decodes_as_srt_without_malformed_frames() {
     };
     for (name, want) in [
         // HANDSHAKE, ACK, SHUTDOWN, ACKACK
-        ("clean.json", vec![0u64, 2, 5, 6]),
+        ("happy_path.json", vec![0u64, 2, 5, 6]),
         // … and NAK
         ("loss_10pct.json", vec![0, 2, 3, 5, 6]),
     ] {
