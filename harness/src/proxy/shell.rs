@@ -375,6 +375,23 @@ const TIMER_GRANULARITY: Duration = Duration::from_millis(1);
 /// The longest precise (blocking) sleep before a due copy.
 const PRECISE_SLEEP_MAX: Duration = Duration::from_millis(2);
 
+/// The last stretch before a due copy, spent polling the clock: the
+/// kernel's sleep overshoots by its timer slack (50 µs by default) plus
+/// scheduling, a spin does not.
+const SPIN_BEFORE_DUE: Duration = Duration::from_micros(200);
+
+/// Wait until `due` (at most [`PRECISE_SLEEP_MAX`] away): sleep most of it,
+/// spin the rest.
+fn precise_wait(due: Instant) {
+    let left = due.saturating_duration_since(Instant::now());
+    if left > SPIN_BEFORE_DUE {
+        std::thread::sleep(left - SPIN_BEFORE_DUE);
+    }
+    while Instant::now() < due {
+        std::hint::spin_loop();
+    }
+}
+
 /// How often idle flows are looked for.
 const EXPIRY_TICK: Duration = Duration::from_secs(1);
 
@@ -485,7 +502,7 @@ pub async fn run(
                     if left <= PRECISE_SLEEP_MAX {
                         // Blocks the relay for under two milliseconds; the
                         // datagrams arriving meanwhile wait in the kernel.
-                        std::thread::sleep(left);
+                        precise_wait(d);
                     }
                 }
             }
