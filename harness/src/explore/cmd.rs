@@ -224,11 +224,17 @@ pub fn cmd_swarm(a: SwarmArgs) -> ExitCode {
     let report = run.report;
     let rate = report.runs as f64 / run.wall.as_secs_f64().max(1e-9);
     say(&format!(
-        "{} runs, {} failing, {} not run (time budget), {:.1} s, {rate:.0} runs/s",
+        "{} runs, {} failing, {} not run (time budget), {:.1} s, {} runs/s ({:.0} per minute)",
         report.runs,
         report.failures,
         report.not_run,
-        run.wall.as_secs_f64()
+        run.wall.as_secs_f64(),
+        if rate < 10.0 {
+            format!("{rate:.2}")
+        } else {
+            format!("{rate:.0}")
+        },
+        rate * 60.0
     ));
     let flags = replay_flags(&a);
     let mut io_failed = false;
