@@ -267,6 +267,7 @@ impl Ctx {
             }
             s.tx_unconfirmed += len;
         }
+        self.stats.start_ack_sent += 1;
         if retransmit {
             self.stats.start_ack_retransmits += 1;
         }
@@ -483,7 +484,6 @@ impl Responder {
                     due_upto: 0,
                     cursor: (1, 0),
                 };
-                ctx.stats.start_ack_sent += 1;
                 ctx.queue_start_ack(from, &mut s, false);
                 if immediate {
                     ctx.begin_streaming(now, from, &mut s);
@@ -580,7 +580,6 @@ impl Responder {
                 ctx.stats.duplicate_start += 1;
                 // spec §3.2: a repeated START means START_ACK was lost.
                 if state == SessionState::ExpectStartConfirm || (s.immediate && !s.confirmed) {
-                    ctx.stats.start_ack_sent += 1;
                     ctx.queue_start_ack(from, s, true);
                 }
             }
@@ -645,7 +644,6 @@ impl Responder {
                         );
                     } else {
                         s.ack_attempts += 1;
-                        ctx.stats.start_ack_sent += 1;
                         ctx.queue_start_ack(peer, s, true);
                         let wait = backoff_us(
                             ctx.config.start_ack_timeout_ms,
