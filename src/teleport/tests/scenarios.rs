@@ -81,6 +81,12 @@ mod broken {
         /// filled under: after a server restart with a new `session_id`
         /// its Handshake still lists the old session's uids.
         CacheKeptAcrossSessionIds,
+        /// The server's `offer` names no data-channel port: its SDP has no
+        /// `m=application` line (the client sees `m=applicatioX`).
+        OfferWithoutApplicationLine,
+        /// The client sends its `answer` twice (the server sees every
+        /// masked text frame carrying an answer a second time).
+        AnswerSentTwice,
     }
 
     /// A broken Teleport.
@@ -90,6 +96,44 @@ mod broken {
     pub(crate) static SERVER_SKIPS_HANDSHAKE: Broken = Broken(Flaw::ServerSkipsHandshake);
     pub(crate) static CACHE_KEPT_ACROSS_SESSION_IDS: Broken =
         Broken(Flaw::CacheKeptAcrossSessionIds);
+    pub(crate) static OFFER_WITHOUT_APPLICATION_LINE: Broken =
+        Broken(Flaw::OfferWithoutApplicationLine);
+    pub(crate) static ANSWER_SENT_TWICE: Broken = Broken(Flaw::AnswerSentTwice);
+
+    /// `data` with every whole masked text frame whose payload names an
+    /// `answer` repeated right after itself.
+    fn repeat_answers(data: &[u8]) -> Vec<u8> {
+        let mut out = Vec::with_capacity(data.len() * 2);
+        let mut i = 0;
+        while i + 2 <= data.len() {
+            let (b0, b1) = (data[i], data[i + 1]);
+            let (mut len, mut head) = (usize::from(b1 & 0x7F), 2);
+            if len == 126 && i + 4 <= data.len() {
+                len = usize::from(u16::from_be_bytes([data[i + 2], data[i + 3]]));
+                head = 4;
+            } else if len >= 126 {
+                break;
+            }
+            if b1 & 0x80 == 0 || i + head + 4 + len > data.len() {
+                break;
+            }
+            let mask = &data[i + head..i + head + 4];
+            let body = &data[i + head + 4..i + head + 4 + len];
+            let text: Vec<u8> = body
+                .iter()
+                .enumerate()
+                .map(|(k, b)| b ^ mask[k % 4])
+                .collect();
+            let frame = &data[i..i + head + 4 + len];
+            out.extend_from_slice(frame);
+            if b0 & 0x0F == 1 && text.windows(6).any(|w| w == b"answer") {
+                out.extend_from_slice(frame);
+            }
+            i += frame.len();
+        }
+        out.extend_from_slice(&data[i..]);
+        out
+    }
 
     impl Protocol for Broken {
         fn name(&self) -> &'static str {
@@ -212,6 +256,36 @@ mod broken {
 
     impl HostMachine for Flawed {
         fn handle(&mut self, now: SimTime, input: Input<'_>) {
+            if let (Flaw::OfferWithoutApplicationLine, Input::Received { conn, data }) =
+                (self.flaw, &input)
+            {
+                // Server to client frames are unmasked: the SDP is plain
+                // text inside the JSON signal.
+                let mut b = data.to_vec();
+                let line = b"m=application";
+                if let Some(i) = b.windows(line.len()).position(|w| w == line) {
+                    b[i + line.len() - 1] = b'X';
+                }
+                self.inner.handle(
+                    now,
+                    Input::Received {
+                        conn: *conn,
+                        data: &b,
+                    },
+                );
+                return;
+            }
+            if let (Flaw::AnswerSentTwice, Input::Received { conn, data }) = (self.flaw, &input) {
+                let b = repeat_answers(data);
+                self.inner.handle(
+                    now,
+                    Input::Received {
+                        conn: *conn,
+                        data: &b,
+                    },
+                );
+                return;
+            }
             if !matches!(self.flaw, Flaw::CacheKeptAcrossSessionIds) {
                 self.inner.handle(now, input);
                 return;
@@ -266,6 +340,7 @@ mod broken {
         fn report(&self) -> HostReport {
             let mut r = self.inner.report();
             match self.flaw {
+                Flaw::OfferWithoutApplicationLine | Flaw::AnswerSentTwice => {}
                 Flaw::ClientSkipsHandshake => skip_handshake(&mut r.stats["phase_history"]),
                 Flaw::ServerSkipsHandshake => {
                     if r.stats.get("phase_history").is_none()
@@ -403,4 +478,70 @@ fn a_cache_offered_under_another_session_id_is_caught() {
         seen.contains("client host 1, session 2: its Handshake listed 8 cached uids"),
         "{seen}"
     );
+}
+
+/// A server whose `offer` carries no `m=application` line gives the client
+/// no data-channel port: the client counts the offer malformed, sends no
+/// answer and no channel-open request, and its Signaling ends at its
+/// connection timeout (docs/teleport.md §6: it bounds Signaling until
+/// SetupCommand) without a reconnect (no session reached Streaming).
+#[test]
+fn an_offer_without_a_data_channel_port_is_malformed() {
+    let text = r#"{
+  "name": "teleport_broken_offer",
+  "seed": 1, "duration_ms": 5000, "protocol": "teleport",
+  "hosts": [
+    { "name": "server", "role": { "server": {} } },
+    { "name": "client", "role": { "client": { "target": "server", "connection_timeout_ms": 1000 } } }
+  ],
+  "default_link": { "delay": { "base_ms": 10 } },
+  "expect": {
+    "hosts": {
+      "client": {
+        "outcome": "failed",
+        "error": "signaling_timeout",
+        "phases": ["Discovery", "Signaling", "Ended"],
+        "session_ends": ["signaling_timeout"],
+        "stats": { "malformed": { "eq": 1 }, "reconnect_attempts": { "eq": 0 }, "bytes_sent.reliable": { "eq": 0 } }
+      }
+    },
+    "frames": [ { "from": "client", "to": "server", "kind": "CHANNEL_OPEN", "count": { "eq": 0 } } ]
+  }
+}"#;
+    let report = run_broken(
+        text,
+        "offer_without_application_line",
+        &broken::OFFER_WITHOUT_APPLICATION_LINE,
+    );
+    assert_eq!(report.verdict, Verdict::Pass, "{}", report.failure_text());
+}
+
+/// A client that sends its `answer` twice: the server takes the first, in
+/// Signaling, and ignores the second, in Handshake (an answer moves only
+/// Signaling -> Handshake, docs/teleport.md §5): one SetupCommand, one
+/// session, and every invariant holds.
+#[test]
+fn a_repeated_answer_is_ignored() {
+    let text = r#"{
+  "name": "teleport_broken_answer_twice",
+  "seed": 1, "duration_ms": 2000, "protocol": "teleport",
+  "hosts": [
+    { "name": "server", "role": { "server": {} } },
+    { "name": "client", "role": { "client": { "target": "server", "disconnect_after_ms": 300 } } }
+  ],
+  "default_link": { "delay": { "base_ms": 10 } },
+  "expect": {
+    "hosts": {
+      "client": {
+        "outcome": "completed",
+        "phases": ["Discovery", "Signaling", "Handshake", "Streaming", "Disconnecting", "Ended"],
+        "session_ends": ["disconnect"]
+      },
+      "server": { "session_ends": ["disconnect"], "stats": { "setups_sent": { "eq": 1 }, "streaming_sessions": { "eq": 1 } } }
+    },
+    "frames": [ { "from": "server", "to": "client", "kind": "ACK_HANDSHAKE", "count": { "eq": 1 } } ]
+  }
+}"#;
+    let report = run_broken(text, "answer_sent_twice", &broken::ANSWER_SENT_TWICE);
+    assert_eq!(report.verdict, Verdict::Pass, "{}", report.failure_text());
 }
