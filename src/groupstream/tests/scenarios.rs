@@ -18,7 +18,7 @@ fn every_group_streaming_scenario_passes() {
         .filter(|p| p.extension().is_some_and(|x| x == "json"))
         .collect();
     files.sort();
-    assert!(files.len() >= 13, "{} scenarios", files.len());
+    assert!(files.len() >= 37, "{} scenarios", files.len());
     let mut failures = Vec::new();
     for path in &files {
         let loaded = match load(path) {
