@@ -32,7 +32,7 @@ fn every_msp_scenario_passes() {
         .filter(|p| p.extension().is_some_and(|x| x == "json"))
         .collect();
     files.sort();
-    assert!(files.len() >= 21, "{} scenarios", files.len());
+    assert!(files.len() >= 30, "{} scenarios", files.len());
     let started = Instant::now();
     let mut failures = Vec::new();
     for path in &files {
