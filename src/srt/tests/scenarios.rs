@@ -9,7 +9,9 @@ use std::time::Instant;
 use streamlab_harness::report::{RunReport, Verdict};
 use streamlab_harness::runner::{RunOptions, run};
 use streamlab_harness::scenario::{load, parse_with};
+use streamlab_harness::trace::TraceEvent;
 use streamlab_harness::tshark::{decode_capture, dissector_proto, require_tshark};
+use streamlab_srt::wire::{self, ControlBody, Packet, hs_type};
 
 fn dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../../scenarios/srt")
@@ -290,4 +292,41 @@ fn uncounted_drops_and_disordered_releases_are_named() {
         broken_invariants("clean.json", &RELEASED_OUT_OF_ORDER),
         ["release_order_and_counted_drops"]
     );
+}
+
+/// Both CONCLUSIONs of a handshake carry what docs/srt.md §2 says we send:
+/// SRT version 1.5.1, flags 0x3F (TSBPDSND | TSBPDRCV | CRYPT | TLPKTDROP
+/// | PERIODICNAK | REXMITFLG; STREAM clear) and 120 ms delays both ways.
+/// No peer in a simulated run reads every flag, so the wire is checked.
+#[test]
+fn conclusions_carry_the_documented_srt_handshake_block() {
+    let loaded = load(&dir().join("clean.json")).unwrap();
+    let out = run(
+        &loaded,
+        &RunOptions {
+            keep_trace: true,
+            ..RunOptions::default()
+        },
+    );
+    let mut seen = 0;
+    for e in out.trace.expect("the trace was kept") {
+        let TraceEvent::Sent { bytes, .. } = e else {
+            continue;
+        };
+        let Ok(Packet::Control(c)) = wire::parse(&bytes) else {
+            continue;
+        };
+        let ControlBody::Handshake(h) = &c.body else {
+            continue;
+        };
+        if h.hs_type != hs_type::CONCLUSION {
+            continue;
+        }
+        let block = h.srt_hs().expect("an HSREQ or HSRSP block");
+        assert_eq!(block.version, 0x01_05_01);
+        assert_eq!(block.flags, 0x3F);
+        assert_eq!((block.recv_delay_ms, block.send_delay_ms), (120, 120));
+        seen += 1;
+    }
+    assert_eq!(seen, 2, "one CONCLUSION each way");
 }
