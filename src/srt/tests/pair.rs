@@ -235,6 +235,33 @@ fn a_burst_longer_than_the_latency_is_dropped_and_counted() {
     assert!(s.min_margin_us.unwrap() >= 0);
 }
 
+/// Without too-late drop a receiver waits at a gap for as long as it
+/// lasts: the packets behind it stay buffered, nothing is dropped, and
+/// time still moves on (the play time of a packet it may not release yet
+/// is no timer).
+#[test]
+fn without_too_late_drop_a_lasting_gap_holds_the_rest() {
+    let cfg = Config {
+        tlpktdrop: false,
+        ..Config::default()
+    };
+    let mut p = pair(cfg, 5, source(), App::sink(), 10);
+    // Every copy of sequence 55 is lost.
+    p.run(SimTime::from_millis(3000), |w| {
+        w.dir == 0 && matches!(wire::parse(w.bytes), Ok(Packet::Data(d)) if d.seq.value() == 55)
+    });
+    let s = p.sink(1);
+    let l = p.hosts[1].endpoint().stats();
+    assert_eq!(s.released, 50);
+    assert_eq!(l.recv.packets_dropped, 0);
+    assert!(
+        l.recv.packets_in_buffer > 100,
+        "{}",
+        l.recv.packets_in_buffer
+    );
+    assert!(l.recv.ms_buf > 1000, "{}", l.recv.ms_buf);
+}
+
 #[test]
 fn lost_first_conclusion_response_still_connects() {
     let mut n = 0;

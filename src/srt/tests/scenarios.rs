@@ -8,8 +8,10 @@ use std::time::Instant;
 
 use streamlab_harness::report::{RunReport, Verdict};
 use streamlab_harness::runner::{RunOptions, run};
-use streamlab_harness::scenario::load;
+use streamlab_harness::scenario::{load, parse_with};
+use streamlab_harness::trace::TraceEvent;
 use streamlab_harness::tshark::{decode_capture, dissector_proto, require_tshark};
+use streamlab_srt::wire::{self, ControlBody, Packet, hs_type};
 
 fn dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../../scenarios/srt")
@@ -25,7 +27,7 @@ fn every_srt_scenario_passes() {
         .filter(|p| p.extension().is_some_and(|x| x == "json"))
         .collect();
     files.sort();
-    assert!(files.len() >= 15, "{} scenarios", files.len());
+    assert!(files.len() >= 23, "{} scenarios", files.len());
     let mut failures = Vec::new();
     for path in &files {
         let loaded = match load(path) {
@@ -95,4 +97,236 @@ fn simulated_capture_decodes_as_srt_without_malformed_frames() {
         }
         let _ = std::fs::remove_dir_all(&out_dir);
     }
+}
+
+/// SRT whose hosts' final reports pass through `edit`: a receiver that gets
+/// its own bookkeeping wrong while the wire stays exactly as the real
+/// machines make it. What the sink and the receiver count is only judged at
+/// the run's end (`Oracle::finish`), so no datagram a scenario injects can
+/// play these bugs; each is written as a wrapper instead.
+struct EditedReports {
+    summary: &'static str,
+    edit: fn(&mut serde_json::Value),
+}
+
+/// A receiver whose too-late drop releases past a gap without counting it
+/// in `recv.packetsDropped` (docs/srt.md §4, too-late drop).
+static UNCOUNTED_DROPS: EditedReports = EditedReports {
+    summary: "SRT whose receiver does not count its too-late drops",
+    edit: |stats| {
+        if let Some(d) = stats.pointer_mut("/recv/packetsDropped") {
+            *d = 0.into();
+        }
+    },
+};
+
+/// A receiver that released one message after a later one (docs/srt.md
+/// §4: packets are released in sequence order), as its sink reports it.
+static RELEASED_OUT_OF_ORDER: EditedReports = EditedReports {
+    summary: "SRT whose receiver releases one message out of order",
+    edit: |stats| {
+        let releases = stats
+            .pointer("/sink/released")
+            .and_then(serde_json::Value::as_u64);
+        if releases.is_some_and(|n| n > 1)
+            && let Some(n) = stats.pointer_mut("/sink/outOfOrder")
+        {
+            *n = 1.into();
+        }
+    },
+};
+
+mod edited {
+    use super::EditedReports;
+    use std::net::Ipv4Addr;
+    use std::ops::Range;
+
+    use streamlab_core::host::{HostMachine, HostReport, Input, Output};
+    use streamlab_core::sut::{
+        Classified, Dissector, HostCtx, Metric, Oracle, Plan, Protocol, ProtocolSchema, RoleInfo,
+        ScenarioDecl, SpecError, TsharkFields,
+    };
+    use streamlab_core::time::SimTime;
+    use streamlab_srt::sut::Srt;
+
+    impl Protocol for EditedReports {
+        fn name(&self) -> &'static str {
+            Srt.name()
+        }
+        fn summary(&self) -> &'static str {
+            self.summary
+        }
+        fn roles(&self) -> &'static [RoleInfo] {
+            Srt.roles()
+        }
+        fn kinds(&self) -> &'static [&'static str] {
+            Srt.kinds()
+        }
+        fn codes(&self) -> &'static [(u32, &'static str)] {
+            Srt.codes()
+        }
+        fn fields(&self) -> &'static [(&'static str, &'static str)] {
+            Srt.fields()
+        }
+        fn locate_field(&self, field: &str, bytes: &[u8]) -> Option<Range<usize>> {
+            Srt.locate_field(field, bytes)
+        }
+        fn classify(&self, bytes: &[u8]) -> Classified {
+            Srt.classify(bytes)
+        }
+        fn build_frame(&self, frame: &serde_json::Value, path: &str) -> Result<Vec<u8>, SpecError> {
+            Srt.build_frame(frame, path)
+        }
+        fn schema(&self) -> ProtocolSchema {
+            Srt.schema()
+        }
+        fn compile(&self, scenario: &ScenarioDecl<'_>) -> Result<Box<dyn Plan>, Vec<SpecError>> {
+            Ok(Box::new(EditedPlan {
+                inner: Srt.compile(scenario)?,
+                edit: self.edit,
+            }))
+        }
+        fn stat_names(&self, role: &str) -> Vec<String> {
+            Srt.stat_names(role)
+        }
+        fn error_names(&self, role: &str) -> Vec<String> {
+            Srt.error_names(role)
+        }
+        fn dissector(&self) -> Dissector {
+            Srt.dissector()
+        }
+        fn tshark_fields(&self) -> TsharkFields {
+            Srt.tshark_fields()
+        }
+        fn metrics(&self) -> &'static [Metric] {
+            Srt.metrics()
+        }
+        fn outside_fault_model(&self) -> &'static [(&'static str, &'static str)] {
+            Srt.outside_fault_model()
+        }
+    }
+
+    struct EditedPlan {
+        inner: Box<dyn Plan>,
+        edit: fn(&mut serde_json::Value),
+    }
+
+    impl Plan for EditedPlan {
+        fn host_machine(&self, host: usize, ctx: &HostCtx<'_>) -> Option<Box<dyn HostMachine>> {
+            Some(Box::new(Edited {
+                inner: self.inner.host_machine(host, ctx)?,
+                edit: self.edit,
+            }))
+        }
+        fn start_at(&self, host: usize) -> Option<SimTime> {
+            self.inner.start_at(host)
+        }
+        fn waited_for(&self, host: usize) -> bool {
+            self.inner.waited_for(host)
+        }
+        fn oracle(&self, addrs: &[Ipv4Addr]) -> Box<dyn Oracle> {
+            self.inner.oracle(addrs)
+        }
+        fn ports(&self) -> Vec<u16> {
+            self.inner.ports()
+        }
+    }
+
+    struct Edited {
+        inner: Box<dyn HostMachine>,
+        edit: fn(&mut serde_json::Value),
+    }
+
+    impl HostMachine for Edited {
+        fn handle(&mut self, now: SimTime, input: Input<'_>) {
+            self.inner.handle(now, input);
+        }
+        fn handle_timeout(&mut self, now: SimTime) {
+            self.inner.handle_timeout(now);
+        }
+        fn poll_output(&mut self, now: SimTime, buf: &mut [u8]) -> Option<Output> {
+            self.inner.poll_output(now, buf)
+        }
+        fn poll_timeout(&self) -> Option<SimTime> {
+            self.inner.poll_timeout()
+        }
+        fn poll_event(&mut self) -> Option<String> {
+            self.inner.poll_event()
+        }
+        fn is_finished(&self) -> bool {
+            self.inner.is_finished()
+        }
+        fn report(&self) -> HostReport {
+            let mut r = self.inner.report();
+            (self.edit)(&mut r.stats);
+            r
+        }
+    }
+}
+
+/// The invariants a run of `file` breaks under `protocol`.
+fn broken_invariants(file: &str, protocol: &'static EditedReports) -> Vec<String> {
+    let path = dir().join(file);
+    let text = std::fs::read_to_string(&path).expect("scenario");
+    let loaded = parse_with(&text, &path.display().to_string(), &[protocol]).expect("valid");
+    let report = RunReport::new(&loaded, file, run(&loaded, &RunOptions::default()));
+    report
+        .checks
+        .iter()
+        .filter(|c| !c.passed)
+        .filter_map(|c| c.name.strip_prefix("invariant.").map(String::from))
+        .collect()
+}
+
+/// `release_order_and_counted_drops` judges end-of-run reports only: a
+/// receiver that drops without counting (`burst_longer_than_latency.json`
+/// has 49 too-late drops) and one that releases out of order are each
+/// named by it, and by nothing else.
+#[test]
+fn uncounted_drops_and_disordered_releases_are_named() {
+    assert_eq!(
+        broken_invariants("burst_longer_than_latency.json", &UNCOUNTED_DROPS),
+        ["release_order_and_counted_drops"]
+    );
+    assert_eq!(
+        broken_invariants("clean.json", &RELEASED_OUT_OF_ORDER),
+        ["release_order_and_counted_drops"]
+    );
+}
+
+/// Both CONCLUSIONs of a handshake carry what docs/srt.md §2 says we send:
+/// SRT version 1.5.1, flags 0x3F (TSBPDSND | TSBPDRCV | CRYPT | TLPKTDROP
+/// | PERIODICNAK | REXMITFLG; STREAM clear) and 120 ms delays both ways.
+/// No peer in a simulated run reads every flag, so the wire is checked.
+#[test]
+fn conclusions_carry_the_documented_srt_handshake_block() {
+    let loaded = load(&dir().join("clean.json")).unwrap();
+    let out = run(
+        &loaded,
+        &RunOptions {
+            keep_trace: true,
+            ..RunOptions::default()
+        },
+    );
+    let mut seen = 0;
+    for e in out.trace.expect("the trace was kept") {
+        let TraceEvent::Sent { bytes, .. } = e else {
+            continue;
+        };
+        let Ok(Packet::Control(c)) = wire::parse(&bytes) else {
+            continue;
+        };
+        let ControlBody::Handshake(h) = &c.body else {
+            continue;
+        };
+        if h.hs_type != hs_type::CONCLUSION {
+            continue;
+        }
+        let block = h.srt_hs().expect("an HSREQ or HSRSP block");
+        assert_eq!(block.version, 0x01_05_01);
+        assert_eq!(block.flags, 0x3F);
+        assert_eq!((block.recv_delay_ms, block.send_delay_ms), (120, 120));
+        seen += 1;
+    }
+    assert_eq!(seen, 2, "one CONCLUSION each way");
 }

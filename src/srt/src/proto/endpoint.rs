@@ -1360,13 +1360,26 @@ impl Machine for Endpoint {
                 if !c.loss.is_empty() {
                     t = t.min(c.next_nak_at);
                 }
-                if let Some(p) = c.rcv_buf.values().next() {
+                // Without too-late drop a packet behind a gap waits for the
+                // gap to fill (a datagram moves it, not a timer): its play
+                // time, once past, would wake the receiver at that same past
+                // time forever.
+                if let Some((&seq, p)) = c.rcv_buf.first_key_value()
+                    && (seq == c.rcv_base || self.cfg.tlpktdrop)
+                {
                     let due = c.tsbpd_base + p.ts_ext as i64 + c.recv_latency_us as i64;
                     t = t.min(SimTime::from_micros(due.max(0) as u64));
                 }
                 if let Some(f) = c.snd_buf.front() {
                     if c.peer_tlpktdrop {
-                        let th = c.send_latency_us.max(SND_DROP_MIN_US) + SND_DROP_EXTRA_US;
+                        // The threshold `on_timers` drops at, or the same
+                        // past wake-up repeats.
+                        let drop_delay = self.cfg.snd_drop_delay_ms.saturating_mul(1000);
+                        let th = c
+                            .send_latency_us
+                            .saturating_add(drop_delay)
+                            .max(SND_DROP_MIN_US)
+                            + SND_DROP_EXTRA_US;
                         t = t.min(f.origin + std::time::Duration::from_micros(th));
                     }
                     let rto = c.rtt_us + 4 * c.rtt_var_us + 20_000;
