@@ -289,7 +289,7 @@ fn uncounted_drops_and_disordered_releases_are_named() {
         ["release_order_and_counted_drops"]
     );
     assert_eq!(
-        broken_invariants("clean.json", &RELEASED_OUT_OF_ORDER),
+        broken_invariants("happy_path.json", &RELEASED_OUT_OF_ORDER),
         ["release_order_and_counted_drops"]
     );
 }
@@ -300,7 +300,7 @@ fn uncounted_drops_and_disordered_releases_are_named() {
 /// No peer in a simulated run reads every flag, so the wire is checked.
 #[test]
 fn conclusions_carry_the_documented_srt_handshake_block() {
-    let loaded = load(&dir().join("clean.json")).unwrap();
+    let loaded = load(&dir().join("happy_path.json")).unwrap();
     let out = run(
         &loaded,
         &RunOptions {
