@@ -1346,7 +1346,16 @@ fn validate_one(
     let mut datagrams = Vec::new();
     for (i, d) in s.inject.datagrams.iter().enumerate() {
         let p = format!("$.inject.datagrams[{i}]");
-        host(&d.from, format!("{p}.from"), &mut errs);
+        let from = host(&d.from, format!("{p}.from"), &mut errs);
+        if d.impersonate && from.is_some_and(|f| roles.get(f).is_none_or(Option::is_none)) {
+            errs.push(ScenarioError::at(
+                format!("{p}.impersonate"),
+                format!(
+                    "host {:?} runs no protocol software to impersonate (it has no role)",
+                    d.from
+                ),
+            ));
+        }
         host(&d.to, format!("{p}.to"), &mut errs);
         if d.at_ms >= s.duration_ms {
             errs.push(ScenarioError::at(

@@ -190,3 +190,20 @@ fn an_unknown_invariant_name_is_refused() {
     };
     assert!(errs[0].path.starts_with("$.expect.invariants"), "{errs:?}");
 }
+
+/// Impersonating a host that runs no protocol software means nothing, and
+/// is refused at the flag.
+#[test]
+fn impersonating_a_host_without_a_role_is_refused() {
+    let text = spoof(true, "").replace(
+        r#"{ "name": "client", "role": { "client": { "target": "server", "start_ms": 5 } } } ]"#,
+        r#"{ "name": "client", "role": { "client": { "target": "server", "start_ms": 5 } } }, { "name": "bystander" } ]"#,
+    )
+    .replace(r#""from": "server", "from_port": 4444"#, r#""from": "bystander", "from_port": 4444"#);
+    let Err(errs) = parse(&text, "inline.json") else {
+        panic!("accepted impersonating a host without a role");
+    };
+    assert_eq!(errs.len(), 1, "{errs:?}");
+    assert_eq!(errs[0].path, "$.inject.datagrams[0].impersonate");
+    assert!(errs[0].message.contains("no role"), "{}", errs[0].message);
+}
