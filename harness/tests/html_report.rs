@@ -122,7 +122,7 @@ fn attrs(dom: &str, class: &str, attr: &str) -> Vec<String> {
 
 #[test]
 fn a_failing_runs_page_pins_the_check_to_the_culprit_in_a_real_browser() {
-    let protocols: &[&'static dyn Protocol] = &[&EAGER_STREAM];
+    let protocols: &[&'static dyn Protocol] = &[EAGER_STREAM.protocol()];
     let r = run_with(&scenario("lost_start_confirm"), protocols);
     assert_eq!(r.report.verdict, Verdict::Fail);
     let failed = r

@@ -17,7 +17,7 @@ use streamlab_harness::scenario::parse_with;
 
 mod support;
 use support::broken::{Broken, CONFIRM_WITH_RETRY, PADDED_ERRORS, RETRY_START_CONFIRMS};
-use support::broken_srt::UNFLAGGED_RETRANSMISSIONS;
+use support::broken_srt::unflagged_retransmissions;
 
 fn happy_path() -> PathBuf {
     scenario("mediastream/happy_path.json")
@@ -39,7 +39,7 @@ fn replay(value: &serde_json::Value, protocols: &[&'static dyn Protocol]) -> Run
 /// Swarm until the first failure (within `budget` seeds), then shrink it.
 fn find_and_shrink(bug: &'static Broken, budget: u64, invariant: &str) {
     find_and_shrink_in(
-        bug,
+        bug.protocol(),
         &format!("{:?}", bug.0),
         &happy_path(),
         budget,
@@ -145,7 +145,7 @@ fn swarm_finds_and_shrinks_an_initiator_that_confirms_with_its_retry() {
 #[test]
 fn swarm_finds_and_shrinks_an_srt_sender_whose_retransmissions_lose_their_flag() {
     find_and_shrink_in(
-        &UNFLAGGED_RETRANSMISSIONS,
+        unflagged_retransmissions(),
         "UnflaggedRetransmissions",
         &scenario("srt/happy_path.json"),
         300,

@@ -3,14 +3,10 @@
 //! scenario suite misses.
 
 use std::collections::{BTreeSet, VecDeque};
-use std::net::{Ipv4Addr, SocketAddr};
-use std::ops::Range;
+use std::net::SocketAddr;
 
 use streamlab_core::host::{HostMachine, HostReport, Input, Output, SocketId};
-use streamlab_core::sut::{
-    Classified, Dissector, HostCtx, Oracle, Plan, Protocol, ProtocolSchema, RoleInfo, ScenarioDecl,
-    SpecError, TsharkFields,
-};
+use streamlab_core::sut::{Protocol, Rewrapped};
 use streamlab_core::time::SimTime;
 use streamlab_mediastream::sut::MediaStream;
 
@@ -38,84 +34,24 @@ pub static PADDED_ERRORS: Broken = Broken(Bug::PaddedErrors);
 pub static CONFIRM_WITH_RETRY: Broken = Broken(Bug::ConfirmWithRetry);
 pub static EAGER_STREAM: Broken = Broken(Bug::EagerStream);
 
-impl Protocol for Broken {
-    fn name(&self) -> &'static str {
-        MediaStream.name()
-    }
-    fn summary(&self) -> &'static str {
-        "the media stream with a planted mistake"
-    }
-    fn roles(&self) -> &'static [RoleInfo] {
-        MediaStream.roles()
-    }
-    fn kinds(&self) -> &'static [&'static str] {
-        MediaStream.kinds()
-    }
-    fn codes(&self) -> &'static [(u32, &'static str)] {
-        MediaStream.codes()
-    }
-    fn fields(&self) -> &'static [(&'static str, &'static str)] {
-        MediaStream.fields()
-    }
-    fn locate_field(&self, field: &str, bytes: &[u8]) -> Option<Range<usize>> {
-        MediaStream.locate_field(field, bytes)
-    }
-    fn classify(&self, bytes: &[u8]) -> Classified {
-        MediaStream.classify(bytes)
-    }
-    fn build_frame(&self, frame: &serde_json::Value, path: &str) -> Result<Vec<u8>, SpecError> {
-        MediaStream.build_frame(frame, path)
-    }
-    fn schema(&self) -> ProtocolSchema {
-        MediaStream.schema()
-    }
-    fn compile(&self, scenario: &ScenarioDecl<'_>) -> Result<Box<dyn Plan>, Vec<SpecError>> {
-        Ok(Box::new(BrokenPlan {
-            inner: MediaStream.compile(scenario)?,
-            bug: self.0,
-        }))
-    }
-    fn stat_names(&self, role: &str) -> Vec<String> {
-        MediaStream.stat_names(role)
-    }
-    fn error_names(&self, role: &str) -> Vec<String> {
-        MediaStream.error_names(role)
-    }
-    fn dissector(&self) -> Dissector {
-        MediaStream.dissector()
-    }
-    fn tshark_fields(&self) -> TsharkFields {
-        MediaStream.tshark_fields()
-    }
-}
-
-struct BrokenPlan {
-    inner: Box<dyn Plan>,
-    bug: Bug,
-}
-
-impl Plan for BrokenPlan {
-    fn host_machine(&self, host: usize, ctx: &HostCtx<'_>) -> Option<Box<dyn HostMachine>> {
-        let inner = self.inner.host_machine(host, ctx)?;
-        Some(Box::new(BugMachine {
-            inner,
-            bug: self.bug,
-            starts_seen: BTreeSet::new(),
-            starts_sent: 0,
-            extra: VecDeque::new(),
-        }))
-    }
-    fn start_at(&self, host: usize) -> Option<SimTime> {
-        self.inner.start_at(host)
-    }
-    fn waited_for(&self, host: usize) -> bool {
-        self.inner.waited_for(host)
-    }
-    fn oracle(&self, addrs: &[Ipv4Addr]) -> Box<dyn Oracle> {
-        self.inner.oracle(addrs)
-    }
-    fn ports(&self) -> Vec<u16> {
-        self.inner.ports()
+impl Broken {
+    /// The media stream with this mistake planted in every host machine.
+    pub fn protocol(&self) -> &'static dyn Protocol {
+        let bug = self.0;
+        Rewrapped::new(
+            &MediaStream,
+            "the media stream with a planted mistake",
+            move |_, _, inner| -> Box<dyn HostMachine> {
+                Box::new(BugMachine {
+                    inner,
+                    bug,
+                    starts_seen: BTreeSet::new(),
+                    starts_sent: 0,
+                    extra: VecDeque::new(),
+                })
+            },
+        )
+        .leak()
     }
 }
 

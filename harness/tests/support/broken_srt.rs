@@ -6,98 +6,25 @@
 //! sender retransmit.
 
 use std::collections::BTreeSet;
-use std::net::Ipv4Addr;
-use std::ops::Range;
 
 use streamlab_core::host::{HostMachine, HostReport, Input, Output};
-use streamlab_core::sut::{
-    Classified, Dissector, HostCtx, Metric, Oracle, Plan, Protocol, ProtocolSchema, RoleInfo,
-    ScenarioDecl, SpecError, TsharkFields,
-};
+use streamlab_core::sut::{Protocol, Rewrapped};
 use streamlab_core::time::SimTime;
 use streamlab_srt::sut::Srt;
 
 /// The broken SRT.
-pub struct UnflaggedRetransmissions;
-
-/// The instance the tests register.
-pub static UNFLAGGED_RETRANSMISSIONS: UnflaggedRetransmissions = UnflaggedRetransmissions;
-
-impl Protocol for UnflaggedRetransmissions {
-    fn name(&self) -> &'static str {
-        Srt.name()
-    }
-    fn summary(&self) -> &'static str {
-        "SRT whose retransmissions lose their R flag"
-    }
-    fn roles(&self) -> &'static [RoleInfo] {
-        Srt.roles()
-    }
-    fn kinds(&self) -> &'static [&'static str] {
-        Srt.kinds()
-    }
-    fn codes(&self) -> &'static [(u32, &'static str)] {
-        Srt.codes()
-    }
-    fn fields(&self) -> &'static [(&'static str, &'static str)] {
-        Srt.fields()
-    }
-    fn locate_field(&self, field: &str, bytes: &[u8]) -> Option<Range<usize>> {
-        Srt.locate_field(field, bytes)
-    }
-    fn classify(&self, bytes: &[u8]) -> Classified {
-        Srt.classify(bytes)
-    }
-    fn build_frame(&self, frame: &serde_json::Value, path: &str) -> Result<Vec<u8>, SpecError> {
-        Srt.build_frame(frame, path)
-    }
-    fn schema(&self) -> ProtocolSchema {
-        Srt.schema()
-    }
-    fn compile(&self, scenario: &ScenarioDecl<'_>) -> Result<Box<dyn Plan>, Vec<SpecError>> {
-        Ok(Box::new(BrokenPlan(Srt.compile(scenario)?)))
-    }
-    fn stat_names(&self, role: &str) -> Vec<String> {
-        Srt.stat_names(role)
-    }
-    fn error_names(&self, role: &str) -> Vec<String> {
-        Srt.error_names(role)
-    }
-    fn dissector(&self) -> Dissector {
-        Srt.dissector()
-    }
-    fn tshark_fields(&self) -> TsharkFields {
-        Srt.tshark_fields()
-    }
-    fn metrics(&self) -> &'static [Metric] {
-        Srt.metrics()
-    }
-    fn outside_fault_model(&self) -> &'static [(&'static str, &'static str)] {
-        Srt.outside_fault_model()
-    }
-}
-
-struct BrokenPlan(Box<dyn Plan>);
-
-impl Plan for BrokenPlan {
-    fn host_machine(&self, host: usize, ctx: &HostCtx<'_>) -> Option<Box<dyn HostMachine>> {
-        Some(Box::new(Unflag {
-            inner: self.0.host_machine(host, ctx)?,
-            sent: BTreeSet::new(),
-        }))
-    }
-    fn start_at(&self, host: usize) -> Option<SimTime> {
-        self.0.start_at(host)
-    }
-    fn waited_for(&self, host: usize) -> bool {
-        self.0.waited_for(host)
-    }
-    fn oracle(&self, addrs: &[Ipv4Addr]) -> Box<dyn Oracle> {
-        self.0.oracle(addrs)
-    }
-    fn ports(&self) -> Vec<u16> {
-        self.0.ports()
-    }
+pub fn unflagged_retransmissions() -> &'static dyn Protocol {
+    Rewrapped::new(
+        &Srt,
+        "SRT whose retransmissions lose their R flag",
+        |_, _, inner| -> Box<dyn HostMachine> {
+            Box::new(Unflag {
+                inner,
+                sent: BTreeSet::new(),
+            })
+        },
+    )
+    .leak()
 }
 
 struct Unflag {

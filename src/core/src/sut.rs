@@ -497,3 +497,131 @@ pub fn explain_value_error(msg: &str) -> String {
     }
     msg.to_string()
 }
+
+/// A protocol whose hosts run wrapped machines: everything else (roles,
+/// classifier, oracle, schema, …) is the inner protocol's. Tests use it to
+/// run a deliberately broken variant (a planted bug, an edited report)
+/// through the harness and show that an invariant names it; `wrap` gets
+/// each host's index, its context and the real machine, and returns the
+/// machine to run.
+pub struct Rewrapped<F> {
+    inner: &'static dyn Protocol,
+    summary: &'static str,
+    wrap: std::sync::Arc<F>,
+}
+
+impl<F> Rewrapped<F>
+where
+    F: Fn(usize, &HostCtx<'_>, Box<dyn HostMachine>) -> Box<dyn HostMachine>
+        + Send
+        + Sync
+        + 'static,
+{
+    /// `inner` with every host machine passed through `wrap`.
+    pub fn new(inner: &'static dyn Protocol, summary: &'static str, wrap: F) -> Self {
+        Rewrapped {
+            inner,
+            summary,
+            wrap: std::sync::Arc::new(wrap),
+        }
+    }
+
+    /// As a `&'static dyn Protocol`, which scenario parsing takes (the
+    /// allocation lives as long as the process: meant for tests).
+    pub fn leak(self) -> &'static dyn Protocol {
+        Box::leak(Box::new(self))
+    }
+}
+
+struct RewrappedPlan<F> {
+    inner: Box<dyn Plan>,
+    wrap: std::sync::Arc<F>,
+}
+
+impl<F> Plan for RewrappedPlan<F>
+where
+    F: Fn(usize, &HostCtx<'_>, Box<dyn HostMachine>) -> Box<dyn HostMachine> + Send + Sync,
+{
+    fn host_machine(&self, host: usize, ctx: &HostCtx<'_>) -> Option<Box<dyn HostMachine>> {
+        let machine = self.inner.host_machine(host, ctx)?;
+        Some((self.wrap)(host, ctx, machine))
+    }
+    fn start_at(&self, host: usize) -> Option<SimTime> {
+        self.inner.start_at(host)
+    }
+    fn waited_for(&self, host: usize) -> bool {
+        self.inner.waited_for(host)
+    }
+    fn oracle(&self, addrs: &[Ipv4Addr]) -> Box<dyn Oracle> {
+        self.inner.oracle(addrs)
+    }
+    fn ports(&self) -> Vec<u16> {
+        self.inner.ports()
+    }
+    fn tcp_decode_as(&self) -> Vec<(u16, &'static str)> {
+        self.inner.tcp_decode_as()
+    }
+}
+
+impl<F> Protocol for Rewrapped<F>
+where
+    F: Fn(usize, &HostCtx<'_>, Box<dyn HostMachine>) -> Box<dyn HostMachine>
+        + Send
+        + Sync
+        + 'static,
+{
+    fn name(&self) -> &'static str {
+        self.inner.name()
+    }
+    fn summary(&self) -> &'static str {
+        self.summary
+    }
+    fn roles(&self) -> &'static [RoleInfo] {
+        self.inner.roles()
+    }
+    fn kinds(&self) -> &'static [&'static str] {
+        self.inner.kinds()
+    }
+    fn codes(&self) -> &'static [(u32, &'static str)] {
+        self.inner.codes()
+    }
+    fn fields(&self) -> &'static [(&'static str, &'static str)] {
+        self.inner.fields()
+    }
+    fn locate_field(&self, field: &str, bytes: &[u8]) -> Option<Range<usize>> {
+        self.inner.locate_field(field, bytes)
+    }
+    fn classify(&self, bytes: &[u8]) -> Classified {
+        self.inner.classify(bytes)
+    }
+    fn build_frame(&self, frame: &serde_json::Value, path: &str) -> Result<Vec<u8>, SpecError> {
+        self.inner.build_frame(frame, path)
+    }
+    fn schema(&self) -> ProtocolSchema {
+        self.inner.schema()
+    }
+    fn compile(&self, scenario: &ScenarioDecl<'_>) -> Result<Box<dyn Plan>, Vec<SpecError>> {
+        Ok(Box::new(RewrappedPlan {
+            inner: self.inner.compile(scenario)?,
+            wrap: std::sync::Arc::clone(&self.wrap),
+        }))
+    }
+    fn stat_names(&self, role: &str) -> Vec<String> {
+        self.inner.stat_names(role)
+    }
+    fn error_names(&self, role: &str) -> Vec<String> {
+        self.inner.error_names(role)
+    }
+    fn dissector(&self) -> Dissector {
+        self.inner.dissector()
+    }
+    fn tshark_fields(&self) -> TsharkFields {
+        self.inner.tshark_fields()
+    }
+    fn metrics(&self) -> &'static [Metric] {
+        self.inner.metrics()
+    }
+    fn outside_fault_model(&self) -> &'static [(&'static str, &'static str)] {
+        self.inner.outside_fault_model()
+    }
+}

@@ -6,16 +6,11 @@
 // The suite reports its wall time.
 #![allow(clippy::disallowed_methods)]
 
-use std::net::Ipv4Addr;
-use std::ops::Range;
 use std::path::Path;
 use std::time::Instant;
 
 use streamlab_core::host::{HostMachine, HostReport, Input, Output};
-use streamlab_core::sut::{
-    Classified, Dissector, HostCtx, Metric, Oracle, Plan, Protocol, ProtocolSchema, RoleInfo,
-    ScenarioDecl, SpecError, TsharkFields,
-};
+use streamlab_core::sut::{Protocol, Rewrapped};
 use streamlab_core::time::SimTime;
 use streamlab_harness::report::{RunReport, Verdict};
 use streamlab_harness::runner::{RunOptions, run};
@@ -65,87 +60,19 @@ fn every_msp_scenario_passes() {
 /// each packet it sends (a STOP aside), hands it a 3-byte packet without
 /// flags from that peer: nothing but the connection's deadline changes.
 /// Callers are left intact.
-struct RearmedBySending;
-
-static REARMED_BY_SENDING: RearmedBySending = RearmedBySending;
-
-impl Protocol for RearmedBySending {
-    fn name(&self) -> &'static str {
-        Msp.name()
-    }
-    fn summary(&self) -> &'static str {
-        "MSP whose listener re-arms its idle timer when it sends"
-    }
-    fn roles(&self) -> &'static [RoleInfo] {
-        Msp.roles()
-    }
-    fn kinds(&self) -> &'static [&'static str] {
-        Msp.kinds()
-    }
-    fn codes(&self) -> &'static [(u32, &'static str)] {
-        Msp.codes()
-    }
-    fn fields(&self) -> &'static [(&'static str, &'static str)] {
-        Msp.fields()
-    }
-    fn locate_field(&self, field: &str, bytes: &[u8]) -> Option<Range<usize>> {
-        Msp.locate_field(field, bytes)
-    }
-    fn classify(&self, bytes: &[u8]) -> Classified {
-        Msp.classify(bytes)
-    }
-    fn build_frame(&self, frame: &serde_json::Value, path: &str) -> Result<Vec<u8>, SpecError> {
-        Msp.build_frame(frame, path)
-    }
-    fn schema(&self) -> ProtocolSchema {
-        Msp.schema()
-    }
-    fn compile(&self, scenario: &ScenarioDecl<'_>) -> Result<Box<dyn Plan>, Vec<SpecError>> {
-        Ok(Box::new(RearmedPlan(Msp.compile(scenario)?)))
-    }
-    fn stat_names(&self, role: &str) -> Vec<String> {
-        Msp.stat_names(role)
-    }
-    fn error_names(&self, role: &str) -> Vec<String> {
-        Msp.error_names(role)
-    }
-    fn dissector(&self) -> Dissector {
-        Msp.dissector()
-    }
-    fn tshark_fields(&self) -> TsharkFields {
-        Msp.tshark_fields()
-    }
-    fn metrics(&self) -> &'static [Metric] {
-        Msp.metrics()
-    }
-    fn outside_fault_model(&self) -> &'static [(&'static str, &'static str)] {
-        Msp.outside_fault_model()
-    }
-}
-
-struct RearmedPlan(Box<dyn Plan>);
-
-impl Plan for RearmedPlan {
-    fn host_machine(&self, host: usize, ctx: &HostCtx<'_>) -> Option<Box<dyn HostMachine>> {
-        let inner = self.0.host_machine(host, ctx)?;
-        if ctx.names.get(host).is_some_and(|n| n == "listener") {
-            Some(Box::new(Rearm { inner }))
-        } else {
-            Some(inner)
-        }
-    }
-    fn start_at(&self, host: usize) -> Option<SimTime> {
-        self.0.start_at(host)
-    }
-    fn waited_for(&self, host: usize) -> bool {
-        self.0.waited_for(host)
-    }
-    fn oracle(&self, addrs: &[Ipv4Addr]) -> Box<dyn Oracle> {
-        self.0.oracle(addrs)
-    }
-    fn ports(&self) -> Vec<u16> {
-        self.0.ports()
-    }
+fn rearmed_by_sending() -> &'static dyn Protocol {
+    Rewrapped::new(
+        &Msp,
+        "MSP whose listener re-arms its idle timer when it sends",
+        |host, ctx, inner| -> Box<dyn HostMachine> {
+            if ctx.names.get(host).is_some_and(|n| n == "listener") {
+                Box::new(Rearm { inner })
+            } else {
+                inner
+            }
+        },
+    )
+    .leak()
 }
 
 struct Rearm {
@@ -243,7 +170,7 @@ fn failed_checks(report: &RunReport) -> Vec<&str> {
 /// only it.
 #[test]
 fn a_listener_that_never_times_out_is_named_by_timeout_reported_as_error() {
-    let loaded = parse_with(SILENT_PEER, "silent_peer", &[&REARMED_BY_SENDING])
+    let loaded = parse_with(SILENT_PEER, "silent_peer", &[rearmed_by_sending()])
         .expect("the scenario is valid");
     let report = RunReport::new(&loaded, "silent_peer", run(&loaded, &RunOptions::default()));
     assert_eq!(

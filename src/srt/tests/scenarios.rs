@@ -6,11 +6,14 @@ use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
+use streamlab_core::host::HostMachine;
+use streamlab_core::sut::Rewrapped;
 use streamlab_harness::report::{RunReport, Verdict};
 use streamlab_harness::runner::{RunOptions, run};
 use streamlab_harness::scenario::{load, parse_with};
 use streamlab_harness::trace::TraceEvent;
 use streamlab_harness::tshark::{decode_capture, dissector_proto, require_tshark};
+use streamlab_srt::sut::Srt;
 use streamlab_srt::wire::{self, ControlBody, Packet, hs_type};
 
 fn dir() -> PathBuf {
@@ -137,104 +140,12 @@ static RELEASED_OUT_OF_ORDER: EditedReports = EditedReports {
 };
 
 mod edited {
-    use super::EditedReports;
-    use std::net::Ipv4Addr;
-    use std::ops::Range;
-
     use streamlab_core::host::{HostMachine, HostReport, Input, Output};
-    use streamlab_core::sut::{
-        Classified, Dissector, HostCtx, Metric, Oracle, Plan, Protocol, ProtocolSchema, RoleInfo,
-        ScenarioDecl, SpecError, TsharkFields,
-    };
     use streamlab_core::time::SimTime;
-    use streamlab_srt::sut::Srt;
 
-    impl Protocol for EditedReports {
-        fn name(&self) -> &'static str {
-            Srt.name()
-        }
-        fn summary(&self) -> &'static str {
-            self.summary
-        }
-        fn roles(&self) -> &'static [RoleInfo] {
-            Srt.roles()
-        }
-        fn kinds(&self) -> &'static [&'static str] {
-            Srt.kinds()
-        }
-        fn codes(&self) -> &'static [(u32, &'static str)] {
-            Srt.codes()
-        }
-        fn fields(&self) -> &'static [(&'static str, &'static str)] {
-            Srt.fields()
-        }
-        fn locate_field(&self, field: &str, bytes: &[u8]) -> Option<Range<usize>> {
-            Srt.locate_field(field, bytes)
-        }
-        fn classify(&self, bytes: &[u8]) -> Classified {
-            Srt.classify(bytes)
-        }
-        fn build_frame(&self, frame: &serde_json::Value, path: &str) -> Result<Vec<u8>, SpecError> {
-            Srt.build_frame(frame, path)
-        }
-        fn schema(&self) -> ProtocolSchema {
-            Srt.schema()
-        }
-        fn compile(&self, scenario: &ScenarioDecl<'_>) -> Result<Box<dyn Plan>, Vec<SpecError>> {
-            Ok(Box::new(EditedPlan {
-                inner: Srt.compile(scenario)?,
-                edit: self.edit,
-            }))
-        }
-        fn stat_names(&self, role: &str) -> Vec<String> {
-            Srt.stat_names(role)
-        }
-        fn error_names(&self, role: &str) -> Vec<String> {
-            Srt.error_names(role)
-        }
-        fn dissector(&self) -> Dissector {
-            Srt.dissector()
-        }
-        fn tshark_fields(&self) -> TsharkFields {
-            Srt.tshark_fields()
-        }
-        fn metrics(&self) -> &'static [Metric] {
-            Srt.metrics()
-        }
-        fn outside_fault_model(&self) -> &'static [(&'static str, &'static str)] {
-            Srt.outside_fault_model()
-        }
-    }
-
-    struct EditedPlan {
-        inner: Box<dyn Plan>,
-        edit: fn(&mut serde_json::Value),
-    }
-
-    impl Plan for EditedPlan {
-        fn host_machine(&self, host: usize, ctx: &HostCtx<'_>) -> Option<Box<dyn HostMachine>> {
-            Some(Box::new(Edited {
-                inner: self.inner.host_machine(host, ctx)?,
-                edit: self.edit,
-            }))
-        }
-        fn start_at(&self, host: usize) -> Option<SimTime> {
-            self.inner.start_at(host)
-        }
-        fn waited_for(&self, host: usize) -> bool {
-            self.inner.waited_for(host)
-        }
-        fn oracle(&self, addrs: &[Ipv4Addr]) -> Box<dyn Oracle> {
-            self.inner.oracle(addrs)
-        }
-        fn ports(&self) -> Vec<u16> {
-            self.inner.ports()
-        }
-    }
-
-    struct Edited {
-        inner: Box<dyn HostMachine>,
-        edit: fn(&mut serde_json::Value),
+    pub(super) struct Edited {
+        pub(super) inner: Box<dyn HostMachine>,
+        pub(super) edit: fn(&mut serde_json::Value),
     }
 
     impl HostMachine for Edited {
@@ -268,7 +179,12 @@ mod edited {
 fn broken_invariants(file: &str, protocol: &'static EditedReports) -> Vec<String> {
     let path = dir().join(file);
     let text = std::fs::read_to_string(&path).expect("scenario");
-    let loaded = parse_with(&text, &path.display().to_string(), &[protocol]).expect("valid");
+    let edit = protocol.edit;
+    let broken = Rewrapped::new(&Srt, protocol.summary, move |_, _, inner| {
+        Box::new(edited::Edited { inner, edit }) as Box<dyn HostMachine>
+    })
+    .leak();
+    let loaded = parse_with(&text, &path.display().to_string(), &[broken]).expect("valid");
     let report = RunReport::new(&loaded, file, run(&loaded, &RunOptions::default()));
     report
         .checks

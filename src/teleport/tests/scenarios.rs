@@ -54,15 +54,10 @@ fn every_teleport_scenario_passes() {
 /// what the reports say about the WebSocket side. Each wraps the real
 /// machines and breaks one thing.
 mod broken {
-    use std::net::Ipv4Addr;
-    use std::ops::Range;
 
     use serde_json::Value;
     use streamlab_core::host::{HostMachine, HostReport, Input, Output};
-    use streamlab_core::sut::{
-        Classified, Dissector, HostCtx, Metric, Oracle, Plan, Protocol, ProtocolSchema, RoleInfo,
-        ScenarioDecl, SpecError, TsharkFields,
-    };
+    use streamlab_core::sut::{Protocol, Rewrapped};
     use streamlab_core::time::SimTime;
     use streamlab_teleport::sut::Teleport;
     use streamlab_teleport::wire::{SETUP_LEN, SETUP_SESSION_ID_AT, command};
@@ -135,91 +130,23 @@ mod broken {
         out
     }
 
-    impl Protocol for Broken {
-        fn name(&self) -> &'static str {
-            Teleport.name()
-        }
-        fn summary(&self) -> &'static str {
-            "Teleport with one deliberate flaw"
-        }
-        fn roles(&self) -> &'static [RoleInfo] {
-            Teleport.roles()
-        }
-        fn kinds(&self) -> &'static [&'static str] {
-            Teleport.kinds()
-        }
-        fn codes(&self) -> &'static [(u32, &'static str)] {
-            Teleport.codes()
-        }
-        fn fields(&self) -> &'static [(&'static str, &'static str)] {
-            Teleport.fields()
-        }
-        fn locate_field(&self, field: &str, bytes: &[u8]) -> Option<Range<usize>> {
-            Teleport.locate_field(field, bytes)
-        }
-        fn classify(&self, bytes: &[u8]) -> Classified {
-            Teleport.classify(bytes)
-        }
-        fn build_frame(&self, frame: &Value, path: &str) -> Result<Vec<u8>, SpecError> {
-            Teleport.build_frame(frame, path)
-        }
-        fn schema(&self) -> ProtocolSchema {
-            Teleport.schema()
-        }
-        fn compile(&self, scenario: &ScenarioDecl<'_>) -> Result<Box<dyn Plan>, Vec<SpecError>> {
-            Ok(Box::new(BrokenPlan {
-                inner: Teleport.compile(scenario)?,
-                flaw: self.0,
-            }))
-        }
-        fn stat_names(&self, role: &str) -> Vec<String> {
-            Teleport.stat_names(role)
-        }
-        fn error_names(&self, role: &str) -> Vec<String> {
-            Teleport.error_names(role)
-        }
-        fn dissector(&self) -> Dissector {
-            Teleport.dissector()
-        }
-        fn tshark_fields(&self) -> TsharkFields {
-            Teleport.tshark_fields()
-        }
-        fn metrics(&self) -> &'static [Metric] {
-            Teleport.metrics()
-        }
-        fn outside_fault_model(&self) -> &'static [(&'static str, &'static str)] {
-            Teleport.outside_fault_model()
-        }
-    }
-
-    struct BrokenPlan {
-        inner: Box<dyn Plan>,
-        flaw: Flaw,
-    }
-
-    impl Plan for BrokenPlan {
-        fn host_machine(&self, host: usize, ctx: &HostCtx<'_>) -> Option<Box<dyn HostMachine>> {
-            Some(Box::new(Flawed {
-                inner: self.inner.host_machine(host, ctx)?,
-                flaw: self.flaw,
-                first_session_id: None,
-                session_ids: Vec::new(),
-            }))
-        }
-        fn start_at(&self, host: usize) -> Option<SimTime> {
-            self.inner.start_at(host)
-        }
-        fn waited_for(&self, host: usize) -> bool {
-            self.inner.waited_for(host)
-        }
-        fn oracle(&self, addrs: &[Ipv4Addr]) -> Box<dyn Oracle> {
-            self.inner.oracle(addrs)
-        }
-        fn ports(&self) -> Vec<u16> {
-            self.inner.ports()
-        }
-        fn tcp_decode_as(&self) -> Vec<(u16, &'static str)> {
-            self.inner.tcp_decode_as()
+    impl Broken {
+        /// The real Teleport with every host machine flawed this way.
+        pub(crate) fn protocol(&self) -> &'static dyn Protocol {
+            let flaw = self.0;
+            Rewrapped::new(
+                &Teleport,
+                "Teleport with one deliberate flaw",
+                move |_, _, inner| -> Box<dyn HostMachine> {
+                    Box::new(Flawed {
+                        inner,
+                        flaw,
+                        first_session_id: None,
+                        session_ids: Vec::new(),
+                    })
+                },
+            )
+            .leak()
         }
     }
 
@@ -372,7 +299,7 @@ mod broken {
 /// Runs `text` with `protocol` (the scenario demands one invariant fire, so
 /// a pass means it fired and every other invariant held).
 fn run_broken(text: &str, origin: &str, protocol: &'static broken::Broken) -> RunReport {
-    let protocol: &'static dyn streamlab_core::sut::Protocol = protocol;
+    let protocol = protocol.protocol();
     let loaded = streamlab_harness::scenario::parse_with(text, origin, &[protocol])
         .unwrap_or_else(|e| panic!("{origin}: {e:?}"));
     let out = run(&loaded, &RunOptions::default());
